@@ -119,7 +119,7 @@ def init(
 
 
 def _register() -> None:
-    from tuneloop.cli import annotate, data, demo, examples, models
+    from tuneloop.cli import annotate, data, demo, examples, metrics, models, prompt, protocol
 
     app.add_typer(data.app, name="data")
     app.add_typer(examples.app, name="examples")
@@ -127,9 +127,32 @@ def _register() -> None:
     app.command(name="annotate")(annotate.annotate)
     app.add_typer(annotate.calls_app, name="calls")
     app.command(name="demo")(demo.demo)
+    app.add_typer(prompt.app, name="prompt")
+    for name in ("eyeball", "evaluate", "slices", "compare", "best", "evals"):
+        prompt.app.command(name=name)(getattr(protocol, name))
+    app.add_typer(protocol.judge_app, name="judge")
+    app.add_typer(metrics.app, name="metrics")
+
+
+def _reflow(text: str) -> str:
+    """A docstring as help text: lines of a paragraph joined (rich keeps single newlines)."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+def _reflow_help(group: typer.Typer) -> None:
+    for info in group.registered_commands:
+        if info.help is None and info.callback is not None and info.callback.__doc__:
+            info.help = _reflow(info.callback.__doc__)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _reflow_help(sub.typer_instance)
 
 
 _register()
+_reflow_help(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,12 +65,14 @@ def open_model(name: str, project_dir: Path | None = None) -> ModelHandle:
 
 
 def _open(name: str, project_dir: Path | None) -> ModelHandle:
-    """``fake`` / ``fake:NAME`` (scripted, offline), ``openai:MODEL`` (an OpenAI-compatible
+    """``fake`` / ``fake:FAMILY-NAME`` (scripted, offline), ``openai:MODEL`` (an OpenAI-compatible
     endpoint from OPENAI_BASE_URL / OPENAI_API_KEY), or a name from ``tuneloop models list``."""
     if name == "fake" or name.startswith("fake:"):
         from tuneloop.llm.providers.fake import FakeProvider
 
-        return ModelHandle(FakeProvider(name), "fake", Price(), 8)
+        # fake:FAMILY[-anything] plays a model of that family (for judge-family rules)
+        family = name.partition(":")[2].split("-")[0] or "fake"
+        return ModelHandle(FakeProvider(name), family, Price(), 8)
     if name.startswith("openai:"):
         from tuneloop.llm.providers.openai_compat import OpenAICompatProvider
 

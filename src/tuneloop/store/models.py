@@ -241,3 +241,46 @@ class Label(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class PromptVerdict(Base):
+    """A reviewer's eyeball verdict on one output of a prompt version: good or bad, a note."""
+
+    __tablename__ = "prompt_verdict"
+    __table_args__ = (UniqueConstraint("prompt_version_id", "record_id"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    prompt_version_id: Mapped[int] = mapped_column(
+        ForeignKey("prompt_version.id", ondelete="CASCADE")
+    )
+    record_id: Mapped[int] = mapped_column(ForeignKey("record.id", ondelete="CASCADE"))
+    label_id: Mapped[int | None] = mapped_column(ForeignKey("label.id", ondelete="SET NULL"))
+    output: Mapped[Any] = mapped_column(JSON, nullable=True)
+    verdict: Mapped[str] = mapped_column(String(10))  # good | bad
+    note: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EvalItem(Base):
+    """One item of an evaluation run: the prediction, the reference, its scores and, for
+    generative tasks, the judge's rating (0..4) with its rationale."""
+
+    __tablename__ = "eval_item"
+    __table_args__ = (UniqueConstraint("run_id", "record_id"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    record_id: Mapped[int] = mapped_column(ForeignKey("record.id", ondelete="CASCADE"))
+    label_id: Mapped[int | None] = mapped_column(ForeignKey("label.id", ondelete="SET NULL"))
+    prediction: Mapped[Any] = mapped_column(JSON, nullable=True)
+    reference: Mapped[Any] = mapped_column(JSON, nullable=True)
+    score: Mapped[float | None] = mapped_column(Float)  # the item's primary score
+    scores: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    judge_score: Mapped[float | None] = mapped_column(Float)
+    judge_status: Mapped[str | None] = mapped_column(String(20))  # accepted | needs_review
+    judge_rationale: Mapped[str | None] = mapped_column(Text)
+    judge_call_id: Mapped[int | None] = mapped_column(
+        ForeignKey("llm_call.id", ondelete="SET NULL")
+    )

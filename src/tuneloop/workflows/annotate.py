@@ -24,14 +24,14 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from tuneloop.chat import record_messages
-from tuneloop.errors import UserError
 from tuneloop.llm.engine import Engine, LabelResult
 from tuneloop.llm.prompts import render_messages
 from tuneloop.llm.types import GenParams, Message
 from tuneloop.store.datasets import resolve_dataset
 from tuneloop.store.db import Store, get_project
-from tuneloop.store.models import Dataset, Label, PromptVersion, Record, Run
+from tuneloop.store.models import Dataset, Label, Record, Run
 from tuneloop.tasks import Split, TaskType
+from tuneloop.workflows.prompts import resolve_prompt
 
 CLOSED = (TaskType.classification.value, TaskType.multiple_choice.value)
 
@@ -43,6 +43,8 @@ class AnnotateOptions:
     prompt: str | None = None  # NAME or NAME@VERSION of a prompt version; None: the chat format
     splits: list[str] = field(default_factory=list)  # empty: train, or all of an unsplit set
     limit: int | None = None
+    # label exactly these records (an evaluation or eyeball sample) instead of whole splits
+    record_ids: list[int] | None = None
     batch_size: int = 16
     concurrency: int = 1
     retries: int = 2
@@ -79,37 +81,25 @@ def _job_key(dataset: Dataset, opts: AnnotateOptions, prompt_id: int | None) -> 
         "limit": opts.limit,
         "max_tokens": opts.max_tokens,
     }
+    if opts.record_ids is not None:
+        ids = ",".join(str(i) for i in sorted(opts.record_ids))
+        payload["records"] = hashlib.sha256(ids.encode()).hexdigest()
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _resolve_prompt(
-    session: Session, project_id: int, ref: str | None, task: str
-) -> PromptVersion | None:
-    if ref is None:
-        return None
-    name, _, version = ref.partition("@")
-    query = select(PromptVersion).where(
-        PromptVersion.project_id == project_id, PromptVersion.name == name
-    )
-    if version:
-        query = query.where(PromptVersion.version == int(version))
-    prompt = session.scalar(query.order_by(PromptVersion.version.desc()).limit(1))
-    if prompt is None:
-        raise UserError(f"no prompt {ref!r}; create one with `tuneloop prompt new`")
-    if prompt.task_type != task:
-        raise UserError(f"prompt {ref!r} is for {prompt.task_type}, the dataset is {task}")
-    return prompt
-
-
-def _pending(session: Session, dataset: Dataset, run_id: int, splits: list[str]) -> list[int]:
+def _pending(session: Session, dataset: Dataset, run_id: int, opts: AnnotateOptions) -> list[int]:
     """Ids of the job's records that have no label from this run, in dataset order."""
     labelled = select(Label.record_id).where(Label.run_id == run_id)
-    in_splits: ColumnElement[bool] = Record.split.in_([s for s in splits if s != "unsplit"])
-    if "unsplit" in splits:
-        in_splits = in_splits | Record.split.is_(None)
+    chosen: ColumnElement[bool]
+    if opts.record_ids is not None:
+        chosen = Record.id.in_(opts.record_ids)
+    else:
+        chosen = Record.split.in_([s for s in opts.splits if s != "unsplit"])
+        if "unsplit" in opts.splits:
+            chosen = chosen | Record.split.is_(None)
     query = (
         select(Record.id)
-        .where(Record.dataset_id == dataset.id, in_splits)
+        .where(Record.dataset_id == dataset.id, chosen)
         .where(Record.id.not_in(labelled))
         .order_by(Record.position)
     )
@@ -129,7 +119,16 @@ def annotate(
         dataset = resolve_dataset(session, project, opts.dataset)
         if not opts.splits:
             opts.splits = [Split.train.value] if dataset.split_config else ["unsplit"]
-        prompt = _resolve_prompt(session, project.id, opts.prompt, dataset.task_type)
+        if opts.prompt == "best":  # the best evaluated prompt version for this dataset
+            from tuneloop.workflows.compare import best_prompt
+
+            prompt = best_prompt(session, project.id, dataset=dataset.name).prompt
+        elif opts.prompt:
+            prompt = resolve_prompt(
+                session, project.id, opts.prompt, dataset.task_type, role="annotator"
+            )
+        else:
+            prompt = None
         key = _job_key(dataset, opts, prompt.id if prompt else None)
         runs = session.scalars(
             select(Run).where(Run.kind == "annotate", Run.dataset_id == dataset.id)
@@ -149,13 +148,14 @@ def annotate(
                     "splits": opts.splits,
                     "limit": opts.limit,
                     "max_tokens": opts.max_tokens,
+                    "records": None if opts.record_ids is None else len(opts.record_ids),
                 },
             )
             session.add(run)
             session.flush()
         else:
             run.status = "running"
-        ids = _pending(session, dataset, run.id, opts.splits)
+        ids = _pending(session, dataset, run.id, opts)
         already = session.scalar(select(func.count()).where(Label.run_id == run.id)) or 0
         if opts.limit is not None:
             ids = ids[: max(0, opts.limit - already)]
@@ -173,7 +173,7 @@ def annotate(
     def messages_for(fields: dict[str, Any]) -> list[Message]:
         if templates is None:
             return record_messages(task, fields, labels or fields.get("choices"))
-        return render_messages(templates[0], templates[1], fields, labels)
+        return render_messages(templates[0], templates[1], fields, labels, task=task)
 
     def label_one(fields: dict[str, Any]) -> LabelResult:
         messages = messages_for(fields)
