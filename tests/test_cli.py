@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import CLI
 from tuneloop.store.db import open_store
-from tuneloop.store.models import Label, LLMCall, Record
+from tuneloop.store.models import EvalItem, Label, LLMCall, Record, Run
 
 HEAVY = ("torch", "sqlalchemy", "datasets", "pyarrow", "numpy", "alembic", "transformers")
 
@@ -107,10 +107,13 @@ def test_demo_quick_runs_and_reuses(cli: CLI, db_url: str) -> None:
     pytest.importorskip("llama_cpp", reason="the demo's annotator runs on llama-cpp-python")
     code, out, err = cli("demo", "--quick")
     assert code == 0, err
-    assert "[1/2] data: importing rotten-tomatoes" in out
+    assert "[1/5] data: importing rotten-tomatoes" in out
     assert "demo-rotten-tomatoes-1000@1" in out and "gold" in out and "database: " in out
-    assert "[2/2] annotate: qwen2.5-coder-0.5b-instruct labels 40 training records" in out
-    assert "labelled 40 records" in out and "agreement with the dataset's own labels" in out
+    assert "[2/5] eyeball: sentiment@1 by qwen2.5-coder-0.5b-instruct on 4 records" in out
+    assert "[3/5] evaluate: sentiment@1 on 40 seeded records" in out
+    assert "[4/5] evaluate: sentiment@2 on 40 seeded records" in out
+    assert "compare: accuracy difference (v2 - v1)" in out
+    assert "[5/5] apply: sentiment@" in out and "labelled 40 training records" in out
     code, out, _ = cli("data", "stats", "demo-rotten-tomatoes-1000", "--json")
     info = json.loads(out)
     assert info["splits"]["gold"] == 100
@@ -118,17 +121,28 @@ def test_demo_quick_runs_and_reuses(cli: CLI, db_url: str) -> None:
     assert 800 <= info["records"] <= 1200
     store = open_store(db_url)
     with store.transaction() as s:
-        labels = s.scalars(select(Label)).all()
+        applied = s.scalars(select(Run).where(Run.kind == "annotate").order_by(Run.id.desc()))
+        run = applied.first()
+        assert run is not None and run.config["limit"] == 40
+        labels = s.scalars(select(Label).where(Label.run_id == run.id)).all()
         assert len(labels) == 40
         assert all(lab.value in {"fresh", "rotten"} and lab.confidence for lab in labels)
         splits = set(
             s.scalars(select(Record.split).where(Record.id.in_([x.record_id for x in labels])))
         )
         assert splits == {"train"}
+        evaluations = s.scalars(select(Run).where(Run.kind == "evaluate")).all()
+        assert len(evaluations) == 2 and all(r.status == "finished" for r in evaluations)
+        items = s.scalars(select(EvalItem)).all()
+        assert len(items) == 80
+        assert not {
+            r.split
+            for r in s.scalars(select(Record).where(Record.id.in_([i.record_id for i in items])))
+        } & {"gold"}
         calls = s.scalar(select(func.count()).select_from(LLMCall))
     code, out, _ = cli("demo", "--quick")
     assert code == 0 and "reusing demo-rotten-tomatoes-1000@1" in out
-    assert "reused 40 records" in out
+    assert "reused run" in out and "reused 40 training records" in out
     with store.transaction() as s:
         assert s.scalar(select(func.count()).select_from(LLMCall)) == calls  # nothing new
     store.dispose()

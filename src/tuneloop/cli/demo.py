@@ -16,13 +16,14 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed for sampling and splits.")] = 13,
 ) -> None:
     """Run the loop on packaged data and models: import Rotten Tomatoes and split it with a
-    locked gold slice, then label training records with the packaged Qwen annotator. (Later
-    stages join as they land.) A second run reuses finished stages."""
+    locked gold slice; eyeball prompt v1 of the packaged Qwen annotator, evaluate it against
+    the dataset's labels, revise to v2, evaluate and compare; apply the better one to the
+    training records. (Later stages join as they land.) A second run reuses finished stages."""
     from collections.abc import Callable, Iterator
     from contextlib import contextmanager
 
     from tuneloop.cli.data import meter, print_stats
-    from tuneloop.workflows.demo import run_demo
+    from tuneloop.workflows.demo import PROMPT, run_demo
 
     @contextmanager
     def rows_meter(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
@@ -40,4 +41,5 @@ def demo(
     print_stats(result.ref, result.stats)
     console.print(f"\ndatabase: {state.db_url}")
     console.print("see the LLM calls: tuneloop calls stats")
-    console.print(f"next: tuneloop data show {result.ref} --split train -n 3")
+    console.print(f"next: tuneloop prompt slices {PROMPT}@1 --show-examples 2")
+    console.print(f"      tuneloop prompt compare {PROMPT}@1 {PROMPT}@2")

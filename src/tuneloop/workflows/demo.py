@@ -1,10 +1,12 @@
 """The main job on the embedded defaults: what ``make demo`` runs.
 
 Stages so far, on Rotten Tomatoes: (1) data: import, de-duplicate, split with a locked gold
-slice; (2) annotate: the packaged Qwen annotator labels training records by label scoring,
-and its agreement with the dataset's own labels is shown. Each later stage of the loop joins
-here as it lands. A second run reuses finished stages: the imported dataset, and the
-annotation job (resumed, its answers in the call cache).
+slice; (2) eyeball: prompt v1 (a shipped starter) answers a few seeded records, shown beside
+their inputs; (3) evaluate v1 on a seeded sample against the dataset's labels, with intervals;
+(4) revise to the shipped v2, evaluate it on the same items and compare the two; (5) apply the
+better version to the training records. Each later stage of the loop joins here as it lands.
+A second run reuses finished stages: the imported dataset, the evaluations (stored runs) and
+the annotation job (resumed, its answers in the call cache).
 """
 
 from __future__ import annotations
@@ -21,11 +23,16 @@ from tuneloop.llm.engine import Engine
 from tuneloop.llm.factory import open_model
 from tuneloop.splits import SplitPlan
 from tuneloop.store.db import Store, get_project
-from tuneloop.store.models import Dataset, Label, Record
+from tuneloop.store.models import Dataset, PromptVersion
 from tuneloop.workflows.annotate import AnnotateOptions, annotate
+from tuneloop.workflows.compare import compare_prompts
+from tuneloop.workflows.evaluate import EvaluateOptions, ModelRef, evaluate
 from tuneloop.workflows.examples import import_example
+from tuneloop.workflows.eyeball import EyeballOptions, eyeball
+from tuneloop.workflows.prompts import create_prompt, edit_prompt, starter
 
-STAGES = 2
+STAGES = 5
+PROMPT = "sentiment"
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,8 @@ class DemoConfig:
     gold: int = 500
     ratios: str = "0.8,0.1,0.1"
     annotator: str = "qwen2.5-coder-1.5b-instruct"
+    eyeball_n: int = 8
+    evaluate_n: int = 500
     annotate_n: int = 300
 
     @property
@@ -45,7 +54,14 @@ class DemoConfig:
 
 
 FULL = DemoConfig()
-QUICK = DemoConfig(sample=1000, gold=100, annotator="qwen2.5-coder-0.5b-instruct", annotate_n=40)
+QUICK = DemoConfig(
+    sample=1000,
+    gold=100,
+    annotator="qwen2.5-coder-0.5b-instruct",
+    eyeball_n=4,
+    evaluate_n=40,
+    annotate_n=40,
+)
 
 
 Meter = Callable[[str, int | None], AbstractContextManager[Callable[[int], None]]]
@@ -61,6 +77,8 @@ class DemoResult:
     ref: str
     reused: bool
     stats: dict[str, Any]
+    evaluations: dict[str, Any] = field(default_factory=dict)
+    comparison: dict[str, Any] = field(default_factory=dict)
     annotation: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,8 +94,106 @@ def run_demo(
     """Run (or reuse) each stage; ``meter(description, total)`` shows progress."""
     config = QUICK if quick else FULL
     result = _data_stage(store, config, seed, project, say, meter)
-    result.annotation = _annotate_stage(store, config, result.ref, project, say, meter)
+    handle = open_model(config.annotator)
+    try:
+        annotator = ModelRef(
+            config.annotator,
+            handle.family,
+            lambda run_id: Engine(store, handle.provider, family=handle.family, run_id=run_id),
+        )
+        v1 = _ensure_prompt(store, project, 1, "sentiment-v1")
+        say(f"[2/{STAGES}] eyeball: {v1} by {config.annotator} on {config.eyeball_n} records")
+        sample = eyeball(
+            store,
+            EyeballOptions(v1, result.ref, n=config.eyeball_n, seed=seed, project=project),
+            annotator,
+        )
+        for item in sample.items:
+            text = str(item.inputs.get("text", ""))
+            mark = "ok " if item.output == item.reference else "BAD"
+            say(f"  {mark} {item.output!s:>7} (gold {item.reference}) | {text[:90]}")
+        for stage, version, name in ((3, 1, "sentiment-v1"), (4, 2, "sentiment-v2")):
+            ref = _ensure_prompt(store, project, version, name)
+            say(
+                f"[{stage}/{STAGES}] evaluate: {ref} on {config.evaluate_n} seeded records "
+                "against the dataset's labels"
+            )
+            result.evaluations[ref] = _evaluate(
+                store, config, ref, result.ref, seed, project, annotator, say, meter
+            )
+        c = compare_prompts(store, project, f"{PROMPT}@1", f"{PROMPT}@2", dataset=result.ref)
+        result.comparison = c.to_dict()
+        say(f"compare: accuracy difference (v2 - v1) {c.diff}, {c.verdict}")
+        best = f"{PROMPT}@2" if c.diff.value >= 0 else f"{PROMPT}@1"
+        result.annotation = _apply(store, config, best, result.ref, project, annotator, say, meter)
+    finally:
+        handle.close()
     return result
+
+
+def _ensure_prompt(store: Store, project: str, version: int, name: str) -> str:
+    """Prompt ``sentiment@version`` from the shipped starter ``name`` (made once)."""
+    with store.transaction() as session:
+        proj = get_project(session, project)
+        have = session.scalar(
+            select(PromptVersion.id).where(
+                PromptVersion.project_id == proj.id,
+                PromptVersion.name == PROMPT,
+                PromptVersion.version == version,
+            )
+        )
+    if have is None:
+        spec = starter(name)
+        if version == 1:
+            create_prompt(store, project, PROMPT, spec)
+        else:
+            edit_prompt(
+                store,
+                project,
+                f"{PROMPT}@{version - 1}",
+                user=spec.user,
+                system=spec.system,
+                note=spec.note,
+                author="tuneloop demo",
+            )
+    return f"{PROMPT}@{version}"
+
+
+def _evaluate(
+    store: Store,
+    config: DemoConfig,
+    prompt: str,
+    dataset: str,
+    seed: int,
+    project: str,
+    annotator: ModelRef,
+    say: Callable[[str], None],
+    meter: Meter,
+) -> dict[str, Any]:
+    with meter("evaluate", config.evaluate_n) as on_row:
+        done = [0]
+
+        def on_progress(p: Any) -> None:
+            on_row(p.done - done[0])
+            done[0] = p.done
+
+        result = evaluate(
+            store,
+            EvaluateOptions(prompt, dataset, n=config.evaluate_n, seed=seed, project=project),
+            annotator,
+            on_progress=on_progress,
+        )
+    m = result.stats["metrics"]
+    verb = "reused" if result.reused else "finished"
+    say(
+        f"{verb} run {result.run_id}: accuracy {_iv(m['accuracy'])}, macro F1 "
+        f"{_iv(m['macro']['f1'])}, {result.stats['needs_review']} outside the label set"
+    )
+    return {"run_id": result.run_id, "reused": result.reused, **result.stats}
+
+
+def _iv(d: dict[str, Any]) -> str:
+    return f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
 
 
 def _data_stage(
@@ -123,61 +239,46 @@ def _data_stage(
     return DemoResult(result.ref, False, result.stats)
 
 
-def _annotate_stage(
+def _apply(
     store: Store,
     config: DemoConfig,
+    prompt: str,
     ref: str,
     project: str,
+    annotator: ModelRef,
     say: Callable[[str], None],
     meter: Meter,
 ) -> dict[str, Any]:
     say(
-        f"[2/{STAGES}] annotate: {config.annotator} labels {config.annotate_n} training "
-        "records (label scoring, the task's chat format)"
+        f"[5/{STAGES}] apply: {prompt} labels {config.annotate_n} training records "
+        f"with {config.annotator} (label scoring)"
     )
-    handle = open_model(config.annotator)
     opts = AnnotateOptions(
-        dataset=ref, model=config.annotator, limit=config.annotate_n, project=project
+        dataset=ref,
+        model=config.annotator,
+        prompt=prompt,
+        limit=config.annotate_n,
+        project=project,
     )
-    try:
-        with meter("annotate", config.annotate_n) as on_row:
-            done = [0]
+    with meter("annotate", config.annotate_n) as on_row:
+        done = [0]
 
-            def on_progress(p: Any) -> None:
-                on_row(p.done - done[0])
-                done[0] = p.done
+        def on_progress(p: Any) -> None:
+            on_row(p.done - done[0])
+            done[0] = p.done
 
-            outcome = annotate(
-                store,
-                opts,
-                lambda run_id: Engine(store, handle.provider, family=handle.family, run_id=run_id),
-                on_progress=on_progress,
-            )
-    finally:
-        handle.close()
-    with store.transaction() as session:
-        rows = session.execute(
-            select(Label.value, Record.fields["label"].as_string(), Label.confidence)
-            .join(Record, Record.id == Label.record_id)
-            .where(Label.run_id == outcome.run_id)
-        ).all()
-    agree = sum(1 for value, gold, _ in rows if value == gold)
-    counts: dict[str, int] = {}
-    for value, _, _ in rows:
-        counts[str(value)] = counts.get(str(value), 0) + 1
+        outcome = annotate(store, opts, annotator.make_engine, on_progress=on_progress)
     summary = {
         "run_id": outcome.run_id,
+        "prompt": prompt,
         "model": config.annotator,
-        "labelled": len(rows),
-        "agreement_with_dataset_labels": agree / len(rows) if rows else None,
-        "labels": counts,
+        "labelled": outcome.total,
         "needs_review": outcome.needs_review,
         "resumed": outcome.resumed,
     }
     verb = "reused" if outcome.labelled == 0 else "labelled"
     say(
-        f"{verb} {len(rows)} records (run {outcome.run_id}); agreement with the dataset's "
-        f"own labels {agree}/{len(rows)}; label counts "
-        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        f"{verb} {outcome.total} training records (run {outcome.run_id}); "
+        f"{outcome.needs_review} need review; {outcome.cached_calls} answers from the cache"
     )
     return summary
