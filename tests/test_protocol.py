@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -483,3 +484,106 @@ def test_to_steps() -> None:
         None,
     ]
     assert to_steps(5, "1-5") == 4 and to_steps(0, "0-4") == 0
+
+
+def test_eyeball_verdicts_from_file_and_calibrate_cli(
+    cli: CLI, reviews: Store, tmp_path: Path
+) -> None:
+    code, out, err = cli(
+        "prompt",
+        "eyeball",
+        "--prompt",
+        "sentiment@2",
+        "--dataset",
+        "reviews",
+        "--model",
+        "fake",
+        "-n",
+        "3",
+        "--no-review",
+    )
+    assert code == 0, err
+    ids = [int(x) for x in re.findall(r"record (\d+)", out)]
+    assert len(ids) == 3
+    verdicts = tmp_path / "verdicts.csv"
+    verdicts.write_text(f"record_id,verdict,note\n{ids[0]},good,\n{ids[1]},bad,too sure\n")
+    code, out, err = cli(
+        "prompt",
+        "eyeball",
+        "--prompt",
+        "sentiment@2",
+        "--dataset",
+        "reviews",
+        "--model",
+        "fake",
+        "-n",
+        "3",
+        "--verdicts",
+        str(verdicts),
+    )
+    assert code == 0, err
+    assert "saved 2 verdicts for sentiment@2: 1 good, 1 bad in all" in out
+    verdicts.write_text("record_id,verdict,note\n1,maybe,\n")
+    code, _, err = cli(
+        "prompt",
+        "eyeball",
+        "--prompt",
+        "sentiment@2",
+        "--dataset",
+        "reviews",
+        "--model",
+        "fake",
+        "-n",
+        "3",
+        "--verdicts",
+        str(verdicts),
+    )
+    assert code == 1 and "verdicts.csv:2: field verdict: expected good or bad" in err
+
+    rated = tmp_path / "rated.jsonl"
+    rated.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": f"ask {i}",
+                    "response": f"answer {i}",
+                    "metadata": {"ratings": [i % 5 / 4, (i + 1) % 5 / 4, i % 5 / 4]},
+                }
+            )
+            + "\n"
+            for i in range(12)
+        )
+    )
+    assert cli("data", "import", str(rated), "--task", "instruction", "--dedupe", "none")[0] == 0
+    code, out, err = cli(
+        "judge",
+        "calibrate",
+        "--dataset",
+        "rated",
+        "--judge",
+        "fake:qwen",
+        "--min-raters",
+        "3",
+        "--resamples",
+        "50",
+        "--json",
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["n"] == 12 and report["needs_review"] == 0
+    assert {p["a"] for p in report["humans_and_judge"]["pairs"]} >= {"human 1", "human 2"}
+    assert report["humans"]["n_items"] == 12
+    code, out, err = cli(
+        "judge",
+        "calibrate",
+        "--dataset",
+        "rated",
+        "--judge",
+        "fake:qwen",
+        "--min-raters",
+        "3",
+        "--resamples",
+        "50",
+    )
+    assert code == 0, err
+    assert "people with each other" in out and "people and the judge" in out

@@ -167,6 +167,9 @@ def calibrate(
         )
         flagged = sum(r.status != "accepted" for _, _, r in judged)
         stats = {
+            "judge": judge.name,
+            "judge_family": judge.family,
+            "judge_prompt": config["judge_prompt"],
             "n": len(judged),
             "levels": levels,
             "needs_review": flagged,
