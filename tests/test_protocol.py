@@ -587,3 +587,48 @@ def test_eyeball_verdicts_from_file_and_calibrate_cli(
     )
     assert code == 0, err
     assert "people with each other" in out and "people and the judge" in out
+
+
+def test_eval_models_on_a_split_and_compare(cli: CLI, reviews: Store) -> None:
+    code, out, err = cli(
+        "eval",
+        "--model",
+        "fake",
+        "--dataset",
+        "reviews",
+        "--split",
+        "test",
+        "--resamples",
+        "100",
+        "--json",
+    )
+    assert code == 0, err
+    first = json.loads(out)
+    assert first["metrics"]["n"] == 22 and first["primary"] == "accuracy"
+    with reviews.transaction() as s:
+        run = s.get(Run, first["run"])
+        assert run is not None and run.config["prompt"] is None and run.config["splits"] == ["test"]
+        items = s.scalars(select(EvalItem).where(EvalItem.run_id == run.id)).all()
+        assert {s.get(Record, i.record_id).split for i in items} == {"test"}  # type: ignore[union-attr]
+    code, out, err = cli(
+        "eval",
+        "--model",
+        "fake:other",
+        "--dataset",
+        "reviews",
+        "--split",
+        "test",
+        "--resamples",
+        "100",
+    )
+    assert code == 0, err
+    assert "on 22 test records of reviews" in out and "accuracy" in out
+    code, out, err = cli(
+        "eval", "compare", "fake", "fake:other", "--dataset", "reviews", "--resamples", "100"
+    )
+    assert code == 0, err
+    assert "fake:other" in out and "difference vs fake" in out
+    code, _, err = cli("eval", "compare", "fake", "nobody", "--dataset", "reviews")
+    assert code == 1 and "model nobody has no finished evaluation on reviews (test)" in err
+    code, _, err = cli("eval", "--dataset", "reviews")
+    assert code == 1 and "needs --model and --dataset" in err

@@ -119,7 +119,17 @@ def init(
 
 
 def _register() -> None:
-    from tuneloop.cli import annotate, data, demo, examples, metrics, models, prompt, protocol
+    from tuneloop.cli import (
+        annotate,
+        data,
+        demo,
+        evaluation,
+        examples,
+        metrics,
+        models,
+        prompt,
+        protocol,
+    )
 
     app.add_typer(data.app, name="data")
     app.add_typer(examples.app, name="examples")
@@ -131,6 +141,7 @@ def _register() -> None:
     for name in ("eyeball", "evaluate", "slices", "compare", "best", "evals"):
         prompt.app.command(name=name)(getattr(protocol, name))
     app.add_typer(protocol.judge_app, name="judge")
+    app.add_typer(evaluation.app, name="eval")
     app.add_typer(metrics.app, name="metrics")
 
 

@@ -510,7 +510,7 @@ def evals(
 
     from tuneloop.store.db import get_project
     from tuneloop.store.models import PromptVersion, Run
-    from tuneloop.workflows.compare import _run_metric
+    from tuneloop.workflows.compare import run_label, run_metric
     from tuneloop.workflows.eyeball import verdict_counts
 
     with state.store().transaction() as session:
@@ -531,13 +531,13 @@ def evals(
             title="evaluations",
         )
         for r in runs:
-            ref = r.config.get("prompt", "")
+            ref = run_label(r)
             if name and ref.partition("@")[0] != name:
                 continue
             version = session.get(PromptVersion, r.config.get("prompt_version_id") or -1)
             counts = verdict_counts(session, version) if version else {"good": 0, "bad": 0}
             primary = r.stats.get("primary")
-            value = _run_metric(r, str(primary)) if primary else None
+            value = run_metric(r, str(primary)) if primary else None
             table.add_row(
                 str(r.id),
                 ref,

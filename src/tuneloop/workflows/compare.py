@@ -65,6 +65,12 @@ def find_evaluation(session: Session, project_id: int, ref: str, dataset: str | 
     return runs[0]
 
 
+def run_label(run: Run) -> str:
+    """What an evaluation measured: its prompt version, or the model with the chat format."""
+    prompt = run.config.get("prompt")
+    return str(prompt) if prompt else f"{run.config.get('model')} (chat format)"
+
+
 def _same_dataset(run_dataset: str, wanted: str) -> bool:
     return run_dataset == wanted if "@" in wanted else run_dataset.partition("@")[0] == wanted
 
@@ -119,7 +125,7 @@ def slice_analysis(
             }
             for it, rec in rows
         ]
-        run_id, prompt, primary = run.id, run.config["prompt"], run.stats.get("primary", "score")
+        run_id, prompt, primary = run.id, run_label(run), run.stats.get("primary", "score")
     if not items:
         raise UserError(f"evaluation run {run_id} has no items")
     scores = [it["score"] for it in items]
@@ -241,6 +247,40 @@ def compare_prompts(
         project_id = get_project(session, project).id
         run_a = find_evaluation(session, project_id, a, dataset)
         run_b = find_evaluation(session, project_id, b, dataset)
+    return compare_runs(store, run_a.id, run_b.id, resamples=resamples, seed=seed)
+
+
+def find_model_evaluation(
+    session: Session, project_id: int, model: str, dataset: str, split: str
+) -> Run:
+    """The latest finished chat-format evaluation of ``model`` on ``dataset``'s ``split``."""
+    for run in session.scalars(
+        select(Run)
+        .where(Run.project_id == project_id, Run.kind == "evaluate", Run.status == "finished")
+        .order_by(Run.id.desc())
+    ):
+        c = run.config
+        if (
+            c.get("prompt") is None
+            and c.get("model") == model
+            and c.get("splits") == [split]
+            and _same_dataset(c.get("dataset", ""), dataset)
+        ):
+            return run
+    raise UserError(
+        f"model {model} has no finished evaluation on {dataset} ({split}); run "
+        f"`tuneloop eval --model {model} --dataset {dataset} --split {split}` first"
+    )
+
+
+def compare_runs(
+    store: Store, a_run: int, b_run: int, *, resamples: int = 1000, seed: int = 0
+) -> Comparison:
+    """Evaluation run B against run A on the items they share."""
+    with store.transaction() as session:
+        run_a, run_b = session.get(Run, a_run), session.get(Run, b_run)
+        assert run_a is not None and run_b is not None
+        a, b = run_label(run_a), run_label(run_b)
         if run_a.config.get("dataset") != run_b.config.get("dataset"):
             raise UserError(
                 f"{a} was evaluated on {run_a.config.get('dataset')} and {b} on "
@@ -254,10 +294,10 @@ def compare_prompts(
             )
         sa = _item_scores(session, run_a.id)
         sb = _item_scores(session, run_b.id)
-        names = (run_a.config["prompt"], run_b.config["prompt"])
+        names = (run_label(run_a), run_label(run_b))
         ids = (run_a.id, run_b.id)
         primary = str(run_a.stats.get("primary"))
-        metrics = {k: (_run_metric(run_a, k), _run_metric(run_b, k)) for k in METRICS}
+        metrics = {k: (run_metric(run_a, k), run_metric(run_b, k)) for k in METRICS}
     common = sorted(set(sa) & set(sb))
     if not common:
         raise UserError(f"evaluations {ids[0]} and {ids[1]} share no items")
@@ -297,7 +337,7 @@ def _item_scores(session: Session, run_id: int) -> dict[int, float]:
     return {rid: float(score) for rid, score in rows if score is not None}
 
 
-def _run_metric(run: Run, name: str) -> float | None:
+def run_metric(run: Run, name: str) -> float | None:
     """A headline number of an evaluation run: accuracy, macro/micro F1, judge mean, ROUGE..."""
     stats = run.stats
     metrics = stats.get("metrics") or {}
@@ -356,7 +396,7 @@ def best_prompt(
     for run in latest.values():
         m = chosen_metric or str(run.stats.get("primary", "accuracy"))
         chosen_metric = chosen_metric or m
-        value = _run_metric(run, m)
+        value = run_metric(run, m)
         if value is not None:
             ranking.append((run.config["prompt"], run.id, value))
     if not ranking:

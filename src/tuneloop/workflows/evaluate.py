@@ -49,9 +49,9 @@ class ModelRef:
 
 @dataclass
 class EvaluateOptions:
-    prompt: str  # NAME or NAME@VERSION of the annotator prompt
+    prompt: str | None  # NAME or NAME@VERSION of the annotator prompt; None: the chat format
     dataset: str
-    n: int = 500
+    n: int | None = 500  # None: every record of the splits
     seed: int = 0
     splits: list[str] = field(default_factory=list)  # default: every split but gold
     judge_prompt: str | None = None  # default: the shipped judge for the task
@@ -76,7 +76,7 @@ class Progress:
 class EvaluateResult:
     run_id: int
     reused: bool
-    prompt: str
+    prompt: str | None
     n: int
     population: int
     stats: dict[str, Any]
@@ -155,13 +155,15 @@ def evaluate(
         project = get_project(session, opts.project)
         dataset = resolve_dataset(session, project, opts.dataset)
         task = dataset.task_type
-        prompt = resolve_prompt(session, project.id, opts.prompt, task)
-        prompt_ref, prompt_id = f"{prompt.name}@{prompt.version}", prompt.id
-        if prompt.role != "annotator":
-            raise UserError(f"prompt {prompt_ref} is a {prompt.role} prompt, not an annotator's")
+        prompt_ref, prompt_id = None, None  # None: the task's chat format (a trained model's)
+        if opts.prompt is not None:
+            prompt = resolve_prompt(session, project.id, opts.prompt, task, role="annotator")
+            prompt_ref, prompt_id = f"{prompt.name}@{prompt.version}", prompt.id
         closed = task in CLOSED
         splits = default_splits(dataset, opts.splits)
-        sample = sample_records(session, dataset, splits, opts.n, opts.seed, need_reference=True)
+        sample = sample_records(
+            session, dataset, splits, opts.n or 2**62, opts.seed, need_reference=True
+        )
         dataset_ref, dataset_id, labels = dataset.ref, dataset.id, list(dataset.labels or [])
     if judge is not None and closed:
         raise UserError(
