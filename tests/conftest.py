@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 
 os.environ["COLUMNS"] = "250"  # before rich consoles are made: no wrapping in captured output
 
-from tuneloop.cli.main import main
+from tuneloop.cli.main import main, state
 from tuneloop.store.db import Store, normalize_url, open_store
 
 PG_URL = os.environ.get("TUNELOOP_TEST_POSTGRES_URL")
@@ -68,6 +68,9 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    # commands run in-process: no project or database chosen by an earlier test's options
+    monkeypatch.setattr(state, "project_path", None)
+    monkeypatch.setattr(state, "db", None)
 
 
 class CLI:

@@ -62,7 +62,7 @@ def annotate(
     from tuneloop.workflows.annotate import Progress as Done
     from tuneloop.workflows.annotate import annotate as run
 
-    handle = open_model(model, state.project_dir)
+    handle = open_model(model, state.project_dir, store=state.store())
     opts = AnnotateOptions(
         dataset=dataset,
         model=model,

@@ -129,6 +129,7 @@ def _register() -> None:
         models,
         prompt,
         protocol,
+        train,
     )
 
     app.add_typer(data.app, name="data")
@@ -143,6 +144,7 @@ def _register() -> None:
     app.add_typer(protocol.judge_app, name="judge")
     app.add_typer(evaluation.app, name="eval")
     app.add_typer(metrics.app, name="metrics")
+    app.add_typer(train.app, name="train")
 
 
 def _reflow(text: str) -> str:

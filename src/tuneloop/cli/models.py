@@ -116,6 +116,88 @@ def info(
 
 
 @app.command()
+def show(
+    name: Annotated[str, typer.Argument(help="A trained model's name (or any model's).")],
+) -> None:
+    """A trained model's lineage: base model (and its ancestors), dataset version, label
+    sources with counts, prompt version, config, training run and metrics. Models of the
+    registry show their entry (as `tuneloop models info`)."""
+    from sqlalchemy import select
+
+    from tuneloop.store.db import get_project
+    from tuneloop.store.models import Dataset, ModelEntry, PromptVersion, Run
+
+    rows: list[tuple[str, str]] = []
+    with state.store().transaction() as session:
+        project = get_project(session, state.project_name)
+        entry = session.scalar(
+            select(ModelEntry).where(ModelEntry.project_id == project.id, ModelEntry.name == name)
+        )
+        if entry is None:
+            info(name)
+            return
+        dataset = session.get(Dataset, entry.dataset_id) if entry.dataset_id else None
+        prompt = (
+            session.get(PromptVersion, entry.prompt_version_id) if entry.prompt_version_id else None
+        )
+        run = session.get(Run, entry.run_id) if entry.run_id else None
+        chain, node = [entry.name], entry  # the model, its ancestors, the first base
+        while node.parent_id is not None and len(chain) < 50:
+            parent = session.get(ModelEntry, node.parent_id)
+            if parent is None:
+                break
+            chain.append(parent.name)
+            node = parent
+        chain.append(node.base_model or "-")
+        rows += [
+            ("name", entry.name),
+            ("kind", f"{entry.kind} ({entry.config.get('method', '-')})"),
+            ("family", entry.family),
+            ("base model", entry.base_model or "-"),
+            ("parent", chain[1] if len(chain) > 2 else "-"),
+            ("lineage", " <- ".join(chain)),
+            ("dataset", f"{dataset.ref} (id {dataset.id})" if dataset else "-"),
+            ("splits", ", ".join(entry.config.get("splits", [])) or "-"),
+        ]
+        sources = entry.label_sources
+        counts = ", ".join(f"{k} {v}" for k, v in sources.get("counts", {}).items())
+        rows.append(("labels", f"{sources.get('source', '-')}: {counts or '-'}"))
+        if sources.get("source") in ("llm", "mix"):
+            rows.append(("min confidence", str(sources.get("min_confidence"))))
+        versions = sources.get("prompt_versions") or {}
+        if versions:
+            rows.append(("llm labels by", ", ".join(f"{k} {v}" for k, v in versions.items())))
+        rows.append(("prompt version", f"{prompt.name}@{prompt.version}" if prompt else "-"))
+        rows.append(("run", f"{run.id} ({run.status})" if run else "-"))
+        config = entry.config
+        keys = ("epochs", "max_steps", "batch_size", "grad_accum", "learning_rate", "seed")
+        settings = ", ".join(f"{k} {config.get(k)}" for k in keys if config.get(k) is not None)
+        if config.get("lora"):
+            settings += f", lora r {config.get('lora_r')} alpha {config.get('lora_alpha')}"
+        rows.append(("config", settings))
+        metrics = entry.metrics
+        if metrics:
+            shown = ("steps", "train_loss", "final_loss", "train_seconds", "tokens_per_second")
+            values = [(k, metrics[k]) for k in shown if metrics.get(k) is not None]
+            rows.append(
+                (
+                    "metrics",
+                    ", ".join(
+                        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values
+                    ),
+                )
+            )
+        rows.append(("path", entry.path or "-"))
+        rows.append(("created", entry.created_at.strftime("%Y-%m-%d %H:%M:%S")))
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in rows:
+        table.add_row(key, escape(value))
+    console.print(table)
+
+
+@app.command()
 def pull(
     names: Annotated[
         list[str] | None, typer.Argument(help="Model names (see `tuneloop models list`).")

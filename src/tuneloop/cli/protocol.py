@@ -49,7 +49,7 @@ def open_models(*names: str | None, use_cache: bool = True) -> Iterator[list[Mod
             if name is None:
                 refs.append(None)
                 continue
-            handle = open_model(name, state.project_dir)
+            handle = open_model(name, state.project_dir, store=store)
             stack.callback(handle.close)
 
             def make(run_id: int | None, h: Any = handle) -> Engine:

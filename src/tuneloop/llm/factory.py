@@ -1,14 +1,19 @@
-"""From a model name to a provider: ``fake``, a registry model, or ``openai:MODEL``."""
+"""From a model name to a provider: ``fake``, a model tuneloop trained, a registry model, or
+``openai:MODEL``."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuneloop.errors import UserError
 from tuneloop.llm.engine import Price
 from tuneloop.llm.types import Provider
+
+if TYPE_CHECKING:
+    from tuneloop.store.db import Store
 
 
 @dataclass
@@ -54,14 +59,47 @@ def load_prices(project_dir: Path | None) -> dict[str, Price]:
     return prices
 
 
-def open_model(name: str, project_dir: Path | None = None) -> ModelHandle:
-    """The provider for ``name``, with the price the project's tuneloop.yaml sets for it."""
-    handle = _open(name, project_dir)
+def open_model(
+    name: str, project_dir: Path | None = None, store: Store | None = None
+) -> ModelHandle:
+    """The provider for ``name``, with the price the project's tuneloop.yaml sets for it.
+
+    With a ``store``, a model trained in the project (``tuneloop train list``) is found by its
+    name too, and runs through transformers (its adapter merged into its base)."""
+    handle = _trained(name, project_dir, store) if store is not None else None
+    if handle is None:
+        handle = _open(name, project_dir)
     prices = load_prices(project_dir)
     price = prices.get(name) or prices.get(handle.provider.model)
     if price is not None:
         handle.price = price
     return handle
+
+
+def _trained(name: str, project_dir: Path | None, store: Store) -> ModelHandle | None:
+    """The model called ``name`` in the project's ``model`` table, if there is one."""
+    if name == "fake" or name.startswith(("fake:", "openai:")):
+        return None
+    from sqlalchemy import select
+
+    from tuneloop.config import DEFAULT_PROJECT, project_name
+    from tuneloop.store.models import ModelEntry, Project
+
+    project = project_name(project_dir) if project_dir is not None else DEFAULT_PROJECT
+    with store.transaction() as session:
+        entry = session.scalar(
+            select(ModelEntry)
+            .join(Project, Project.id == ModelEntry.project_id)
+            .where(Project.name == project, ModelEntry.name == name)
+        )
+        if entry is None:
+            return None
+        path, config, family = entry.path, dict(entry.config), entry.family
+    from tuneloop.llm.providers.transformers_hf import TransformersProvider
+    from tuneloop.training.trained import load_trained
+
+    model, tokenizer = load_trained(name, path, config)
+    return ModelHandle(TransformersProvider(name, model, tokenizer), family, Price(), 1)
 
 
 def _open(name: str, project_dir: Path | None) -> ModelHandle:

@@ -284,3 +284,20 @@ class EvalItem(Base):
     judge_call_id: Mapped[int | None] = mapped_column(
         ForeignKey("llm_call.id", ondelete="SET NULL")
     )
+
+
+class TrainStep(Base):
+    """One optimizer step of a training run: its loss, learning rate and speed."""
+
+    __tablename__ = "train_step"
+    __table_args__ = (UniqueConstraint("run_id", "step"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[float | None] = mapped_column(Float)
+    loss: Mapped[float | None] = mapped_column(Float)
+    learning_rate: Mapped[float | None] = mapped_column(Float)
+    grad_norm: Mapped[float | None] = mapped_column(Float)
+    tokens_per_second: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

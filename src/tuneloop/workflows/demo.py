@@ -124,7 +124,7 @@ def run_demo(
         c = compare_prompts(store, project, f"{PROMPT}@1", f"{PROMPT}@2", dataset=result.ref)
         result.comparison = c.to_dict()
         say(f"compare: accuracy difference (v2 - v1) {c.diff}, {c.verdict}")
-        best = f"{PROMPT}@2" if c.diff.value >= 0 else f"{PROMPT}@1"
+        best = f"{PROMPT}@2" if c.diff.value > 0 else f"{PROMPT}@1"
         result.annotation = _apply(store, config, best, result.ref, project, annotator, say, meter)
     finally:
         handle.close()
