@@ -107,13 +107,16 @@ def test_demo_quick_runs_and_reuses(cli: CLI, db_url: str) -> None:
     pytest.importorskip("llama_cpp", reason="the demo's annotator runs on llama-cpp-python")
     code, out, err = cli("demo", "--quick")
     assert code == 0, err
-    assert "[1/5] data: importing rotten-tomatoes" in out
+    assert "[1/7] data: importing rotten-tomatoes" in out
     assert "demo-rotten-tomatoes-1000@1" in out and "gold" in out and "database: " in out
-    assert "[2/5] eyeball: sentiment@1 by qwen2.5-coder-0.5b-instruct on 4 records" in out
-    assert "[3/5] evaluate: sentiment@1 on 40 seeded records" in out
-    assert "[4/5] evaluate: sentiment@2 on 40 seeded records" in out
+    assert "[2/7] eyeball: sentiment@1 by qwen2.5-coder-0.5b-instruct on 4 records" in out
+    assert "[3/7] evaluate: sentiment@1 on 40 seeded records" in out
+    assert "[4/7] evaluate: sentiment@2 on 40 seeded records" in out
     assert "compare: accuracy difference (v2 - v1)" in out
-    assert "[5/5] apply: sentiment@" in out and "labelled 40 training records" in out
+    assert "[5/7] apply: sentiment@" in out and "labelled 40 training records" in out
+    assert "[6/7] fine-tune: smollm2-135m-instruct with LoRA" in out and "trained demo-" in out
+    assert "[7/7] gold: base smollm2-135m-instruct" in out
+    assert "demo-rotten-tomatoes-1000-student vs qwen2.5-coder-0.5b-instruct: accuracy" in out
     code, out, _ = cli("data", "stats", "demo-rotten-tomatoes-1000", "--json")
     info = json.loads(out)
     assert info["splits"]["gold"] == 100
@@ -143,6 +146,7 @@ def test_demo_quick_runs_and_reuses(cli: CLI, db_url: str) -> None:
     code, out, _ = cli("demo", "--quick")
     assert code == 0 and "reusing demo-rotten-tomatoes-1000@1" in out
     assert "reused run" in out and "reused 40 training records" in out
+    assert "fine-tune: reusing demo-rotten-tomatoes-1000-student" in out
     with store.transaction() as s:
         assert s.scalar(select(func.count()).select_from(LLMCall)) == calls  # nothing new
     store.dispose()

@@ -18,7 +18,9 @@ def demo(
     """Run the loop on packaged data and models: import Rotten Tomatoes and split it with a
     locked gold slice; eyeball prompt v1 of the packaged Qwen annotator, evaluate it against
     the dataset's labels, revise to v2, evaluate and compare; apply the better one to the
-    training records. (Later stages join as they land.) A second run reuses finished stages."""
+    training records; fine-tune SmolLM2-135M with LoRA on those labels; evaluate base,
+    annotator and student on the gold slice. (Later stages join as they land.) A second run
+    reuses finished stages."""
     from collections.abc import Callable, Iterator
     from contextlib import contextmanager
 
@@ -35,6 +37,7 @@ def demo(
         quick=quick,
         seed=seed,
         project=state.project_name,
+        project_dir=state.project_dir,
         say=console.print,
         meter=rows_meter,
     )

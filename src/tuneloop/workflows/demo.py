@@ -14,24 +14,27 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from tuneloop.examples import get_example
 from tuneloop.llm.engine import Engine
-from tuneloop.llm.factory import open_model
+from tuneloop.llm.factory import ModelHandle, open_model
 from tuneloop.splits import SplitPlan
 from tuneloop.store.db import Store, get_project
-from tuneloop.store.models import Dataset, PromptVersion
+from tuneloop.store.models import Dataset, ModelEntry, PromptVersion
+from tuneloop.training.config import TrainConfig
 from tuneloop.workflows.annotate import AnnotateOptions, annotate
-from tuneloop.workflows.compare import compare_prompts
+from tuneloop.workflows.compare import compare_prompts, compare_runs
 from tuneloop.workflows.evaluate import EvaluateOptions, ModelRef, evaluate
 from tuneloop.workflows.examples import import_example
 from tuneloop.workflows.eyeball import EyeballOptions, eyeball
 from tuneloop.workflows.prompts import create_prompt, edit_prompt, starter
+from tuneloop.workflows.train import sft
 
-STAGES = 5
+STAGES = 7
 PROMPT = "sentiment"
 
 
@@ -47,6 +50,9 @@ class DemoConfig:
     eyeball_n: int = 8
     evaluate_n: int = 500
     annotate_n: int = 300
+    student_base: str = "smollm2-135m-instruct"
+    train_epochs: float = 2.0
+    train_max_steps: int | None = None
 
     @property
     def dataset_name(self) -> str:
@@ -61,6 +67,7 @@ QUICK = DemoConfig(
     eyeball_n=4,
     evaluate_n=40,
     annotate_n=40,
+    train_max_steps=10,
 )
 
 
@@ -80,6 +87,8 @@ class DemoResult:
     evaluations: dict[str, Any] = field(default_factory=dict)
     comparison: dict[str, Any] = field(default_factory=dict)
     annotation: dict[str, Any] = field(default_factory=dict)
+    student: dict[str, Any] = field(default_factory=dict)
+    gold: dict[str, Any] = field(default_factory=dict)  # model -> its evaluation on gold
 
 
 def run_demo(
@@ -88,10 +97,12 @@ def run_demo(
     quick: bool = False,
     seed: int = 13,
     project: str = "default",
+    project_dir: Path | None = None,
     say: Callable[[str], None] = print,
     meter: Meter = no_meter,
 ) -> DemoResult:
     """Run (or reuse) each stage; ``meter(description, total)`` shows progress."""
+    project_dir = project_dir or Path.cwd()
     config = QUICK if quick else FULL
     result = _data_stage(store, config, seed, project, say, meter)
     handle = open_model(config.annotator)
@@ -126,9 +137,94 @@ def run_demo(
         say(f"compare: accuracy difference (v2 - v1) {c.diff}, {c.verdict}")
         best = f"{PROMPT}@2" if c.diff.value > 0 else f"{PROMPT}@1"
         result.annotation = _apply(store, config, best, result.ref, project, annotator, say, meter)
+        result.student = _train(store, config, best, result.ref, project, project_dir, say)
+        say(
+            f"[7/{STAGES}] gold: base {config.student_base}, annotator {config.annotator} "
+            f"({best}) and student {result.student['model']} on the locked gold slice"
+        )
+        result.gold[config.annotator] = _evaluate(
+            store, config, best, result.ref, seed, project, annotator, say, meter, split="gold"
+        )
     finally:
         handle.close()
+    for name in (config.student_base, result.student["model"]):
+        other = open_model(name, project_dir, store=store)
+        try:
+            model = ModelRef(name, other.family, _engine_maker(store, other))
+            result.gold[name] = _evaluate(
+                store, config, None, result.ref, seed, project, model, say, meter, split="gold"
+            )
+        finally:
+            other.close()
+    runs = [result.gold[m]["run_id"] for m in result.gold]
+    for name, run_id in zip(list(result.gold)[1:], runs[1:], strict=True):
+        c = compare_runs(store, runs[0], run_id)
+        say(f"{name} vs {config.annotator}: accuracy difference {c.diff}, {c.verdict}")
     return result
+
+
+def _engine_maker(store: Store, handle: ModelHandle) -> Callable[[int | None], Engine]:
+    def make(run_id: int | None) -> Engine:
+        return Engine(store, handle.provider, family=handle.family, run_id=run_id)
+
+    return make
+
+
+def _train(
+    store: Store,
+    config: DemoConfig,
+    prompt: str,
+    ref: str,
+    project: str,
+    project_dir: Path,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Fine-tune the student with LoRA on the annotator's labels (made once)."""
+    name = f"{config.dataset_name}-student"
+    with store.transaction() as session:
+        proj = get_project(session, project)
+        have = session.scalar(
+            select(ModelEntry).where(ModelEntry.project_id == proj.id, ModelEntry.name == name)
+        )
+        if have is not None:
+            say(f"[6/{STAGES}] fine-tune: reusing {name}")
+            return {"model": name, "reused": True, "label_sources": have.label_sources}
+    say(
+        f"[6/{STAGES}] fine-tune: {config.student_base} with LoRA on the {prompt} labels "
+        f"of {config.annotator}"
+    )
+    trained = sft(
+        store,
+        TrainConfig.model_validate(
+            {
+                "dataset": ref,
+                "base": config.student_base,
+                "name": name,
+                "labels": "llm",
+                "prompt": prompt,
+                "epochs": config.train_epochs,
+                "max_steps": config.train_max_steps,
+                "seed": 13,
+            }
+        ),
+        project=project,
+        project_dir=project_dir,
+        note=say,
+    )
+    loss = "-" if trained.train_loss is None else f"{trained.train_loss:.4f}"
+    say(
+        f"trained {name}: {trained.steps} steps in {trained.seconds:.0f} s, train loss {loss}, "
+        f"{sum(trained.counts.values())} examples ({trained.precision})"
+    )
+    return {
+        "model": name,
+        "reused": False,
+        "run_id": trained.run_id,
+        "steps": trained.steps,
+        "train_loss": trained.train_loss,
+        "seconds": trained.seconds,
+        "counts": trained.counts,
+    }
 
 
 def _ensure_prompt(store: Store, project: str, version: int, name: str) -> str:
@@ -162,32 +258,35 @@ def _ensure_prompt(store: Store, project: str, version: int, name: str) -> str:
 def _evaluate(
     store: Store,
     config: DemoConfig,
-    prompt: str,
+    prompt: str | None,
     dataset: str,
     seed: int,
     project: str,
     annotator: ModelRef,
     say: Callable[[str], None],
     meter: Meter,
+    *,
+    split: str | None = None,
 ) -> dict[str, Any]:
-    with meter("evaluate", config.evaluate_n) as on_row:
+    """Evaluate a prompt on the seeded sample, or (``split``) every record of a split."""
+    n = None if split else config.evaluate_n
+    with meter("evaluate", n) as on_row:
         done = [0]
 
         def on_progress(p: Any) -> None:
             on_row(p.done - done[0])
             done[0] = p.done
 
-        result = evaluate(
-            store,
-            EvaluateOptions(prompt, dataset, n=config.evaluate_n, seed=seed, project=project),
-            annotator,
-            on_progress=on_progress,
-        )
+        opts = EvaluateOptions(prompt, dataset, n=n, seed=seed, project=project)
+        if split:
+            opts.splits = [split]
+        result = evaluate(store, opts, annotator, on_progress=on_progress)
     m = result.stats["metrics"]
     verb = "reused" if result.reused else "finished"
     say(
-        f"{verb} run {result.run_id}: accuracy {_iv(m['accuracy'])}, macro F1 "
-        f"{_iv(m['macro']['f1'])}, {result.stats['needs_review']} outside the label set"
+        f"{annotator.name} {prompt or '(chat format)'}: {verb} run {result.run_id}: accuracy "
+        f"{_iv(m['accuracy'])}, macro F1 {_iv(m['macro']['f1'])}, "
+        f"{result.stats['needs_review']} outside the label set"
     )
     return {"run_id": result.run_id, "reused": result.reused, **result.stats}
 
