@@ -285,6 +285,8 @@ def test_eyeball_sample_is_seeded_and_verdicts_replace(reviews: Store) -> None:
         ("good", 3),
         ("Rating: 3", 3),
         ("It is good but also bad.", None),
+        ("A faithful summary; good coverage of the key points.", None),
+        ("Rating: it is good", 3),
         ("I cannot rate this.", None),
         ("Rating: superb", None),
     ],

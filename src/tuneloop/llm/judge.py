@@ -19,6 +19,7 @@ from tuneloop.llm.types import GenParams, Message
 
 LEVELS: tuple[str, ...] = ("very bad", "bad", "moderate", "good", "excellent")
 MODES = ("rationale", "score")
+RATING_LINE = re.compile(r"^\W*(final\s+)?rating\b\W*", re.I)
 
 
 @dataclass
@@ -49,21 +50,21 @@ def _norm(text: str) -> str:
 
 
 def parse_level(text: str, levels: Sequence[str]) -> int | None:
-    """The level a reply names: the ``Rating:`` line when there is one, else the whole reply.
-    A level inside a longer one ("bad" in "very bad") does not count twice; a digit 0..4 is
-    read as the level's index; several different levels named -> None."""
+    """The level a reply gives: its last ``Rating:`` line, or a reply that is nothing but a
+    level (or a digit 0..4, read as the level's index). Level words inside free text are never
+    read as the rating ("a good summary would..." is not a rating); a level inside a longer
+    one ("bad" in "very bad") does not count twice; several levels named -> None."""
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    rated = [ln for ln in lines if re.match(r"^\W*(final\s+)?rating\W", ln.strip(), re.I)]
-    answer = (
-        re.sub(r"^\W*(final\s+)?rating\W*", "", rated[-1].strip(), flags=re.I) if rated else text
-    )
-    answer = _norm(answer)
+    rated = [ln for ln in lines if RATING_LINE.match(ln.strip())]
+    answer = _norm(RATING_LINE.sub("", rated[-1].strip()) if rated else text)
     norms = [_norm(v) for v in levels]
     if answer in norms:
         return norms.index(answer)
     digit = re.fullmatch(r"([0-4])(?: ?/ ?4)?", answer)
     if digit:
         return int(digit.group(1))
+    if not rated:
+        return None
     pattern = "|".join(re.escape(n) for n in sorted(norms, key=len, reverse=True))
     found = {m.group(0) for m in re.finditer(rf"\b(?:{pattern})\b", answer)}
     if len(found) == 1:
@@ -73,7 +74,7 @@ def parse_level(text: str, levels: Sequence[str]) -> int | None:
 
 def _rationale(text: str) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    kept = [ln for ln in lines if not re.match(r"^\W*(final\s+)?rating\W", ln.strip(), re.I)]
+    kept = [ln for ln in lines if not RATING_LINE.match(ln.strip())]
     return "\n".join(kept).strip()
 
 
