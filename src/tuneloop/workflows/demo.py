@@ -51,7 +51,7 @@ class DemoConfig:
     evaluate_n: int = 500
     annotate_n: int = 300
     student_base: str = "smollm2-135m-instruct"
-    train_epochs: float = 2.0
+    train_epochs: float = 1.0
     train_max_steps: int | None = None
 
     @property
