@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import CLI
-from tuneloop.store.db import open_store
+from tuneloop.store.db import Store
 from tuneloop.store.models import EvalItem, Label, LLMCall, Record, Run
 
 HEAVY = ("torch", "sqlalchemy", "datasets", "pyarrow", "numpy", "alembic", "transformers")
@@ -103,7 +103,7 @@ def test_examples_list_and_import(cli: CLI) -> None:
 
 @pytest.mark.network_pip
 @pytest.mark.slow
-def test_demo_quick_runs_and_reuses(cli: CLI, db_url: str) -> None:
+def test_demo_quick_runs_and_reuses(cli: CLI, store: Store) -> None:
     pytest.importorskip("llama_cpp", reason="the demo's annotator runs on llama-cpp-python")
     code, out, err = cli("demo", "--quick")
     assert code == 0, err
@@ -122,11 +122,11 @@ def test_demo_quick_runs_and_reuses(cli: CLI, db_url: str) -> None:
     assert info["splits"]["gold"] == 100
     assert set(info["labels"]) == {"fresh", "rotten"}
     assert 800 <= info["records"] <= 1200
-    store = open_store(db_url)
     with store.transaction() as s:
-        applied = s.scalars(select(Run).where(Run.kind == "annotate").order_by(Run.id.desc()))
-        run = applied.first()
-        assert run is not None and run.config["limit"] == 40
+        annotations = s.scalars(select(Run).where(Run.kind == "annotate")).all()
+        applied = [r for r in annotations if r.config["limit"] == 40]
+        assert len(applied) == 1  # the others label evaluation samples
+        run = applied[0]
         labels = s.scalars(select(Label).where(Label.run_id == run.id)).all()
         assert len(labels) == 40
         assert all(lab.value in {"fresh", "rotten"} and lab.confidence for lab in labels)
@@ -134,14 +134,17 @@ def test_demo_quick_runs_and_reuses(cli: CLI, db_url: str) -> None:
             s.scalars(select(Record.split).where(Record.id.in_([x.record_id for x in labels])))
         )
         assert splits == {"train"}
-        evaluations = s.scalars(select(Run).where(Run.kind == "evaluate")).all()
-        assert len(evaluations) == 2 and all(r.status == "finished" for r in evaluations)
-        items = s.scalars(select(EvalItem)).all()
-        assert len(items) == 80
-        assert not {
-            r.split
-            for r in s.scalars(select(Record).where(Record.id.in_([i.record_id for i in items])))
-        } & {"gold"}
+        evaluations = s.scalars(select(Run).where(Run.kind == "evaluate").order_by(Run.id)).all()
+        assert len(evaluations) == 5 and all(r.status == "finished" for r in evaluations)
+        sample = s.scalars(select(EvalItem).where(EvalItem.run_id == evaluations[0].id)).all()
+        assert len(sample) == 40
+        sample_ids = [i.record_id for i in sample]
+        in_sample = set(s.scalars(select(Record.split).where(Record.id.in_(sample_ids))))
+        assert "gold" not in in_sample
+        on_gold = s.scalars(select(EvalItem).where(EvalItem.run_id == evaluations[-1].id)).all()
+        assert len(on_gold) == 100
+        gold_ids = [i.record_id for i in on_gold]
+        assert set(s.scalars(select(Record.split).where(Record.id.in_(gold_ids)))) == {"gold"}
         calls = s.scalar(select(func.count()).select_from(LLMCall))
     code, out, _ = cli("demo", "--quick")
     assert code == 0 and "reusing demo-rotten-tomatoes-1000@1" in out
@@ -149,4 +152,3 @@ def test_demo_quick_runs_and_reuses(cli: CLI, db_url: str) -> None:
     assert "fine-tune: reusing demo-rotten-tomatoes-1000-student" in out
     with store.transaction() as s:
         assert s.scalar(select(func.count()).select_from(LLMCall)) == calls  # nothing new
-    store.dispose()

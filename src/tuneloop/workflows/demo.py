@@ -27,7 +27,7 @@ from tuneloop.store.db import Store, get_project
 from tuneloop.store.models import Dataset, ModelEntry, PromptVersion
 from tuneloop.training.config import TrainConfig
 from tuneloop.workflows.annotate import AnnotateOptions, annotate
-from tuneloop.workflows.compare import compare_prompts, compare_runs
+from tuneloop.workflows.compare import compare_runs
 from tuneloop.workflows.evaluate import EvaluateOptions, ModelRef, evaluate
 from tuneloop.workflows.examples import import_example
 from tuneloop.workflows.eyeball import EyeballOptions, eyeball
@@ -132,7 +132,11 @@ def run_demo(
             result.evaluations[ref] = _evaluate(
                 store, config, ref, result.ref, seed, project, annotator, say, meter
             )
-        c = compare_prompts(store, project, f"{PROMPT}@1", f"{PROMPT}@2", dataset=result.ref)
+        c = compare_runs(
+            store,
+            result.evaluations[f"{PROMPT}@1"]["run_id"],
+            result.evaluations[f"{PROMPT}@2"]["run_id"],
+        )
         result.comparison = c.to_dict()
         say(f"compare: accuracy difference (v2 - v1) {c.diff}, {c.verdict}")
         best = f"{PROMPT}@2" if c.diff.value > 0 else f"{PROMPT}@1"
