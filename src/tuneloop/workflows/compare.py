@@ -34,6 +34,17 @@ METRICS = (
 MAX_META_VALUES = 20
 
 
+def finished_evaluations(session: Session, project_id: int) -> list[Run]:
+    """The project's finished evaluation runs, newest first."""
+    return list(
+        session.scalars(
+            select(Run)
+            .where(Run.project_id == project_id, Run.kind == "evaluate", Run.status == "finished")
+            .order_by(Run.id.desc())
+        )
+    )
+
+
 def find_evaluation(session: Session, project_id: int, ref: str, dataset: str | None = None) -> Run:
     """An evaluation by run id (``12``, ``run:12``) or the latest finished one of a prompt
     version (``NAME`` or ``NAME@N``), optionally on a dataset NAME[@VERSION]."""
@@ -48,11 +59,7 @@ def find_evaluation(session: Session, project_id: int, ref: str, dataset: str | 
     prompt = resolve_prompt(session, project_id, ref)
     runs = [
         r
-        for r in session.scalars(
-            select(Run)
-            .where(Run.project_id == project_id, Run.kind == "evaluate", Run.status == "finished")
-            .order_by(Run.id.desc())
-        )
+        for r in finished_evaluations(session, project_id)
         if r.config.get("prompt_version_id") == prompt.id
         and (dataset is None or _same_dataset(r.config.get("dataset", ""), dataset))
     ]
@@ -254,11 +261,7 @@ def find_model_evaluation(
     session: Session, project_id: int, model: str, dataset: str, split: str
 ) -> Run:
     """The latest finished chat-format evaluation of ``model`` on ``dataset``'s ``split``."""
-    for run in session.scalars(
-        select(Run)
-        .where(Run.project_id == project_id, Run.kind == "evaluate", Run.status == "finished")
-        .order_by(Run.id.desc())
-    ):
+    for run in finished_evaluations(session, project_id):
         c = run.config
         if (
             c.get("prompt") is None
@@ -376,11 +379,7 @@ def best_prompt(
     (or all annotator prompts) evaluated on ``dataset`` (or any)."""
     if metric is not None and metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    runs = session.scalars(
-        select(Run)
-        .where(Run.project_id == project_id, Run.kind == "evaluate", Run.status == "finished")
-        .order_by(Run.id.desc())
-    ).all()
+    runs = finished_evaluations(session, project_id)
     latest: dict[int, Run] = {}
     for run in runs:
         pid = run.config.get("prompt_version_id")

@@ -20,7 +20,7 @@ from sqlalchemy import delete, select
 from tuneloop.errors import UserError
 from tuneloop.llm.engine import Engine
 from tuneloop.llm.judge import LEVELS, check_levels, rate
-from tuneloop.llm.prompts import render
+from tuneloop.llm.prompts import render_messages
 from tuneloop.llm.types import Message
 from tuneloop.metrics.classification import classification_metrics, per_item_correct
 from tuneloop.metrics.intervals import mean_interval
@@ -131,15 +131,14 @@ def judge_prompt_version(store: Store, project: str, ref: str | None, task: str)
 def judge_messages(
     prompt: PromptVersion, task: str, fields: dict[str, Any], output: str, reference: Any
 ) -> list[Message]:
-    spec = task_spec(task)
     levels = check_levels(prompt.params.get("levels", LEVELS))
-    values = {name: fields.get(name) for name in spec.inputs}
-    values.update(output=output, reference=reference, levels=levels)
-    messages: list[Message] = []
-    if prompt.system_template:
-        messages.append({"role": "system", "content": render(prompt.system_template, values, [])})
-    messages.append({"role": "user", "content": render(prompt.user_template, values, [])})
-    return messages
+    return render_messages(
+        prompt.system_template,
+        prompt.user_template,
+        fields,
+        task=task,
+        extra={"output": output, "reference": reference, "levels": levels},
+    )
 
 
 def evaluate(
