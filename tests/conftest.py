@@ -90,3 +90,39 @@ class CLI:
 @pytest.fixture
 def cli(db_url: str, capsys: pytest.CaptureFixture[str]) -> CLI:
     return CLI(db_url, capsys)
+
+
+# --- headless Chromium (Debian's package driven by playwright; never `playwright install`) ---
+
+CHROMIUM = os.environ.get("TUNELOOP_CHROMIUM", "/usr/bin/chromium")
+REQUIRE_BROWSER = os.environ.get("TUNELOOP_REQUIRE_BROWSER") == "1"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[object]:
+    """A headless Chromium browser (playwright ``Browser``), shared by the session.
+
+    Skips when the browser is absent, unless CI set TUNELOOP_REQUIRE_BROWSER=1: then it fails.
+    Use ``browser.new_page()`` per test and close it.
+    """
+    if not Path(CHROMIUM).exists():
+        message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+        if REQUIRE_BROWSER:
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
