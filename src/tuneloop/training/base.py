@@ -42,7 +42,12 @@ FAMILIES = {
     "gemma3_text": "gemma",
     "gpt2": "gpt",
     "mistral": "mistral",
+    "phi": "phi",
     "phi3": "phi",
+    "falcon": "falcon",
+    "stablelm": "stablelm",
+    # Pythia's architecture; other GPT-NeoX models (Dolly v2, RedPajama) give --family
+    "gpt_neox": "pythia",
 }
 SOURCE_FILE = "tuneloop-source.json"  # in a converted folder: the GGUF it came from
 

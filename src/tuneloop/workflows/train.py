@@ -295,15 +295,13 @@ def fit(
     with store.transaction() as session:
         run = session.get(Run, run_id)
         assert run is not None
-        entry = _register(session, run, config, base, model_dir, result_metrics)
-        final_loss = session.scalar(
+        result_metrics["final_loss"] = session.scalar(
             select(TrainStep.loss)
             .where(TrainStep.run_id == run_id)
             .order_by(TrainStep.step.desc())
             .limit(1)
         )
-        result_metrics["final_loss"] = final_loss
-        entry.metrics = result_metrics
+        entry = _register(session, run, config, base, model_dir, result_metrics)
         run.status, run.error = "finished", None
         run.finished_at = datetime.now(UTC)
         run.stats = {**run.stats, **result_metrics, "model": entry.name, "resumed_from": start}

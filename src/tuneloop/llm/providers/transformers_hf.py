@@ -3,7 +3,10 @@
 Label scoring is one batched forward pass over (prompt + choice + end of turn) for all
 choices; the log-probabilities of the choice tokens are summed. Generation uses ``generate``.
 The model reads exactly the prompt that ``tokenizer.apply_chat_template`` makes, the same
-function training uses.
+function training uses; a model without a chat template (a base model) reads the messages'
+contents joined by blank lines. A choice is tokenized together with its prompt, as training
+tokenizes an example (a SentencePiece tokenizer such as Open LLaMA's spells "pos" differently
+alone and after a newline), so it is scored in the very tokens the model learnt.
 """
 
 from __future__ import annotations
@@ -65,8 +68,29 @@ class TransformersProvider:
                 list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
             )
             return [int(i) for i in ids]
-        text = "\n\n".join(m["content"] for m in messages) + "\n"
-        return [int(i) for i in self.tokenizer(text)["input_ids"]]
+        return [int(i) for i in self.tokenizer(_plain_text(messages))["input_ids"]]
+
+    def answer_ids(self, messages: Sequence[Message], choice: str) -> tuple[list[int], int]:
+        """(the ids of the prompt followed by ``choice`` as the assistant's whole answer, up to
+        and including its end of turn; where the answer starts). Tokenized in one piece, as the
+        trainer tokenizes an example: the answer starts where these ids leave the prompt's."""
+        if getattr(self.tokenizer, "chat_template", None):
+            turns = [*messages, {"role": "assistant", "content": choice}]
+            ids = self.tokenizer.apply_chat_template(turns, tokenize=True, return_dict=False)
+        else:  # the trainer appends the end-of-sequence token to a plain completion
+            eos = self.tokenizer.eos_token or ""
+            ids = self.tokenizer(_plain_text(messages) + choice + eos)["input_ids"]
+        full = [int(i) for i in ids]
+        prompt = self.prompt_ids(messages)
+        start = 0
+        while start < min(len(prompt), len(full)) and prompt[start] == full[start]:
+            start += 1
+        start = max(start, 1)  # the first token has nothing before it to be predicted from
+        end = len(full)
+        if self._end_of_turn:  # stop after the answer's end of turn (what follows is format)
+            marker = self._end_of_turn[0]
+            end = next((i + 1 for i in range(start, len(full)) if full[i] == marker), end)
+        return full[:end], start
 
     def chat(self, messages: Sequence[Message], params: GenParams) -> Completion:
         import torch
@@ -98,27 +122,21 @@ class TransformersProvider:
         import torch
 
         prompt = self.prompt_ids(messages)
-        answers = [
-            [int(i) for i in self.tokenizer(c, add_special_tokens=False)["input_ids"]]
-            + self._end_of_turn
-            for c in choices
-        ]
-        width = len(prompt) + max(len(a) for a in answers)
+        answers = [self.answer_ids(messages, c) for c in choices]
+        width = max(len(ids) for ids, _ in answers)
         pad = self.tokenizer.pad_token_id or 0
-        rows = [prompt + a + [pad] * (width - len(prompt) - len(a)) for a in answers]
-        mask = [
-            [1] * (len(prompt) + len(a)) + [0] * (width - len(prompt) - len(a)) for a in answers
-        ]
+        rows = [ids + [pad] * (width - len(ids)) for ids, _ in answers]
+        mask = [[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in answers]
         with torch.no_grad():
             logits = self.lm(
                 input_ids=torch.tensor(rows), attention_mask=torch.tensor(mask)
             ).logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)
         scores: dict[str, float] = {}
-        for row, (choice, answer) in enumerate(zip(choices, answers, strict=True)):
-            positions = range(len(prompt) - 1, len(prompt) - 1 + len(answer))
+        for row, (choice, (ids, start)) in enumerate(zip(choices, answers, strict=True)):
+            # the logits at position p predict token p + 1
             scores[choice] = float(
-                sum(logprobs[row, p, t] for p, t in zip(positions, answer, strict=True))
+                sum(logprobs[row, p - 1, ids[p]] for p in range(start, len(ids)))
             )
         return ChoiceScores(scores, len(prompt), {"prompt_tokens": len(prompt)})
 
@@ -126,3 +144,8 @@ class TransformersProvider:
         self, messages: Sequence[Message], choices: Sequence[str], params: GenParams
     ) -> Completion | None:
         return None  # score_choices always answers
+
+
+def _plain_text(messages: Sequence[Message]) -> str:
+    """The prompt of a model without a chat template (as training builds it)."""
+    return "\n\n".join(m["content"] for m in messages) + "\n"
