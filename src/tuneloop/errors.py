@@ -29,3 +29,15 @@ class InputError(UserError):
                 where += f" (column '{column}')"
             where += ": "
         super().__init__(f"{location}: {where}{message}")
+
+
+class NotFound(UserError):
+    """No such thing, or nothing the asking person may see (the web app answers 404)."""
+
+
+class Forbidden(UserError):
+    """The asking person's role does not allow this (the web app answers 403)."""
+
+
+class Conflict(UserError):
+    """The request clashes with the current state, e.g. an item with all its answers (409)."""

@@ -129,7 +129,10 @@ def _register() -> None:
         models,
         prompt,
         protocol,
+        queue,
+        report,
         train,
+        users,
     )
 
     app.add_typer(data.app, name="data")
@@ -145,6 +148,9 @@ def _register() -> None:
     app.add_typer(evaluation.app, name="eval")
     app.add_typer(metrics.app, name="metrics")
     app.add_typer(train.app, name="train")
+    app.command(name="report")(report.report)
+    app.add_typer(users.app, name="users")
+    app.add_typer(queue.app, name="queue")
 
 
 def _reflow(text: str) -> str:

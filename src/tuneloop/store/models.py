@@ -301,3 +301,138 @@ class TrainStep(Base):
     grad_norm: Mapped[float | None] = mapped_column(Float)
     tokens_per_second: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Queue(Base):
+    """A human annotation queue: items (records, optionally with model responses), one question
+    type with its options and guidelines, and an assignment policy: how many distinct people
+    answer each item (``annotators_per_item``) and who may (``queue_member``)."""
+
+    __tablename__ = "queue"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    # label | multilabel | rating | pairwise | ranking | feedback | correction
+    question: Mapped[str] = mapped_column(String(20))
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)  # labels, rubric, ...
+    guidelines: Mapped[str | None] = mapped_column(Text)
+    annotators_per_item: Mapped[int] = mapped_column(Integer, default=1)
+    show_suggestions: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open | closed
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("dataset.id", ondelete="SET NULL"))
+    created_by: Mapped[int | None] = mapped_column(
+        ForeignKey("user_account.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class QueueMember(Base):
+    """A person assigned to a queue (only members see and answer it)."""
+
+    __tablename__ = "queue_member"
+    __table_args__ = (UniqueConstraint("queue_id", "user_id"), Index(None, "user_id"))
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    queue_id: Mapped[int] = mapped_column(ForeignKey("queue.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class QueueItem(Base):
+    """One thing to answer: a record, optionally with model responses (``[{"model", "text"}]``,
+    shown to people without the model names) and an LLM suggestion (shown only where the queue
+    enables suggestions; never counted as an answer)."""
+
+    __tablename__ = "queue_item"
+    __table_args__ = (UniqueConstraint("queue_id", "position"), Index(None, "record_id"))
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    queue_id: Mapped[int] = mapped_column(ForeignKey("queue.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    record_id: Mapped[int | None] = mapped_column(ForeignKey("record.id", ondelete="CASCADE"))
+    responses: Mapped[list[Any] | None] = mapped_column(JSON)
+    suggestion: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Answer(Base):
+    """One person's answer to a queue item, as a structured value (e.g. ``{"label": "pos"}``,
+    ``{"rating": 4}``, ``{"choice": "A"}``), from the web app or an import (``source``)."""
+
+    __tablename__ = "answer"
+    __table_args__ = (UniqueConstraint("queue_item_id", "user_id"), Index(None, "user_id"))
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    queue_item_id: Mapped[int] = mapped_column(ForeignKey("queue_item.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"))
+    value: Mapped[Any] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(String(40), default="web")  # web | api | import:<tool>
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)  # e.g. the suggestion shown
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class Adjudication(Base):
+    """A reviewer's final answer for a queue item where annotators disagreed."""
+
+    __tablename__ = "adjudication"
+    __table_args__ = (UniqueConstraint("queue_item_id"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    queue_item_id: Mapped[int] = mapped_column(ForeignKey("queue_item.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id", ondelete="SET NULL"))
+    value: Mapped[Any] = mapped_column(JSON)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class QueueClaim(Base):
+    """A person's hold on an item: ``working`` (served to them until ``expires_at``, so no more
+    than the policy's number of people work on it at once; ``draft`` keeps an undone answer) or
+    ``skipped`` (not served to them again until they reset their skips)."""
+
+    __tablename__ = "queue_claim"
+    __table_args__ = (UniqueConstraint("queue_item_id", "user_id"), Index(None, "user_id"))
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    queue_item_id: Mapped[int] = mapped_column(ForeignKey("queue_item.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(20))  # working | skipped
+    draft: Mapped[Any] = mapped_column(JSON, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie holds a random token, the table only its sha256."""
+
+    __tablename__ = "web_session"
+    __table_args__ = (UniqueConstraint("token_hash"), Index(None, "user_id"))
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LoginAttempt(Base):
+    """A sign-in attempt, kept for rate limiting per username and client address."""
+
+    __tablename__ = "login_attempt"
+    __table_args__ = (Index(None, "username", "ip", "created_at"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    username: Mapped[str] = mapped_column(String(200))
+    ip: Mapped[str] = mapped_column(String(64))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
