@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,13 +15,17 @@ def demo(
         bool, typer.Option(help="Small sizes: the same path in a few minutes.")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for sampling and splits.")] = 13,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the HTML report (default: reports/demo-run-ID.html)."),
+    ] = None,
 ) -> None:
     """Run the loop on packaged data and models: import Rotten Tomatoes and split it with a
     locked gold slice; eyeball prompt v1 of the packaged Qwen annotator, evaluate it against
     the dataset's labels, revise to v2, evaluate and compare; apply the better one to the
     training records; fine-tune SmolLM2-135M with LoRA on those labels; evaluate base,
     annotator and student on the gold slice. (Later stages join as they land.) A second run
-    reuses finished stages."""
+    reuses finished stages. Ends by writing the run's HTML report (plots of every stage)."""
     from collections.abc import Callable, Iterator
     from contextlib import contextmanager
 
@@ -40,9 +45,11 @@ def demo(
         project_dir=state.project_dir,
         say=console.print,
         meter=rows_meter,
+        report=report,
     )
     print_stats(result.ref, result.stats)
     console.print(f"\ndatabase: {state.db_url}")
     console.print("see the LLM calls: tuneloop calls stats")
     console.print(f"next: tuneloop prompt slices {PROMPT}@1 --show-examples 2")
     console.print(f"      tuneloop prompt compare {PROMPT}@1 {PROMPT}@2")
+    console.print(f"report: {result.report}", highlight=False, soft_wrap=True)

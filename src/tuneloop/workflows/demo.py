@@ -4,16 +4,20 @@ Stages so far, on Rotten Tomatoes: (1) data: import, de-duplicate, split with a 
 slice; (2) eyeball: prompt v1 (a shipped starter) answers a few seeded records, shown beside
 their inputs; (3) evaluate v1 on a seeded sample against the dataset's labels, with intervals;
 (4) revise to the shipped v2, evaluate it on the same items and compare the two; (5) apply the
-better version to the training records. Each later stage of the loop joins here as it lands.
-A second run reuses finished stages: the imported dataset, the evaluations (stored runs) and
-the annotation job (resumed, its answers in the call cache).
+better version to the training records; (6) fine-tune the student on those labels; (7)
+evaluate base, annotator and student on the gold slice. Each later stage of the loop joins
+here as it lands. A second run reuses finished stages: the imported dataset, the evaluations
+(stored runs), the annotation job (resumed, its answers in the call cache) and the student.
+
+Every run of the demo records itself (``demo_log``: a ``demo`` run with each stage's seconds,
+LLM usage and run ids) and ends by writing its HTML report.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +29,16 @@ from tuneloop.llm.factory import ModelHandle, open_model
 from tuneloop.splits import SplitPlan
 from tuneloop.store.db import Store, get_project
 from tuneloop.store.models import Dataset, ModelEntry, PromptVersion
+from tuneloop.store.runs import marks_interruption
 from tuneloop.training.config import TrainConfig
 from tuneloop.workflows.annotate import AnnotateOptions, annotate
 from tuneloop.workflows.compare import compare_runs
+from tuneloop.workflows.demo_log import DemoLog, run_of_labels
 from tuneloop.workflows.evaluate import EvaluateOptions, ModelRef, evaluate
 from tuneloop.workflows.examples import import_example
 from tuneloop.workflows.eyeball import EyeballOptions, eyeball
 from tuneloop.workflows.prompts import create_prompt, edit_prompt, starter
+from tuneloop.workflows.report import write_report
 from tuneloop.workflows.train import sft
 
 STAGES = 7
@@ -89,6 +96,8 @@ class DemoResult:
     annotation: dict[str, Any] = field(default_factory=dict)
     student: dict[str, Any] = field(default_factory=dict)
     gold: dict[str, Any] = field(default_factory=dict)  # model -> its evaluation on gold
+    run_id: int | None = None  # the demo's own run
+    report: Path | None = None
 
 
 def run_demo(
@@ -100,11 +109,35 @@ def run_demo(
     project_dir: Path | None = None,
     say: Callable[[str], None] = print,
     meter: Meter = no_meter,
+    report: Path | None = None,
 ) -> DemoResult:
-    """Run (or reuse) each stage; ``meter(description, total)`` shows progress."""
+    """Run (or reuse) each stage; ``meter(description, total)`` shows progress. Records itself
+    as a ``demo`` run and writes its report (default: PROJECT_DIR/reports/demo-run-ID.html)."""
     project_dir = project_dir or Path.cwd()
     config = QUICK if quick else FULL
+    log = DemoLog.start(store, project, {"quick": quick, "seed": seed, **asdict(config)})
+    with marks_interruption(store, log.run_id):
+        result = _stages(store, config, seed, project, project_dir, say, meter, log)
+        log.finish(dataset=result.ref, student=result.student["model"])
+    result.run_id = log.run_id
+    path = report or project_dir / "reports" / f"demo-run-{log.run_id}.html"
+    result.report = write_report(store, log.run_id, path)
+    return result
+
+
+def _stages(
+    store: Store,
+    config: DemoConfig,
+    seed: int,
+    project: str,
+    project_dir: Path,
+    say: Callable[[str], None],
+    meter: Meter,
+    log: DemoLog,
+) -> DemoResult:
+    log.begin("data")
     result = _data_stage(store, config, seed, project, say, meter)
+    log.end("data", reused=result.reused, runs={}, dataset=result.ref)
     handle = open_model(config.annotator)
     try:
         annotator = ModelRef(
@@ -114,6 +147,7 @@ def run_demo(
         )
         v1 = _ensure_prompt(store, project, 1, "sentiment-v1")
         say(f"[2/{STAGES}] eyeball: {v1} by {config.annotator} on {config.eyeball_n} records")
+        log.begin("eyeball")
         sample = eyeball(
             store,
             EyeballOptions(v1, result.ref, n=config.eyeball_n, seed=seed, project=project),
@@ -123,15 +157,30 @@ def run_demo(
             text = str(item.inputs.get("text", ""))
             mark = "ok " if item.output == item.reference else "BAD"
             say(f"  {mark} {item.output!s:>7} (gold {item.reference}) | {text[:90]}")
+        log.end(
+            "eyeball",
+            reused=None,
+            runs={"annotation": run_of_labels(store, [item.label_id for item in sample.items])},
+            prompt=v1,
+            records=len(sample.items),
+            agree=sum(item.output == item.reference for item in sample.items),
+        )
         for stage, version, name in ((3, 1, "sentiment-v1"), (4, 2, "sentiment-v2")):
             ref = _ensure_prompt(store, project, version, name)
             say(
                 f"[{stage}/{STAGES}] evaluate: {ref} on {config.evaluate_n} seeded records "
                 "against the dataset's labels"
             )
-            result.evaluations[ref] = _evaluate(
-                store, config, ref, result.ref, seed, project, annotator, say, meter
+            log.begin(f"evaluate v{version}")
+            done = _evaluate(store, config, ref, result.ref, seed, project, annotator, say, meter)
+            result.evaluations[ref] = done
+            log.end(
+                f"evaluate v{version}",
+                reused=done["reused"],
+                runs={"evaluation": done["run_id"]},
+                prompt=ref,
             )
+        log.begin("compare")
         c = compare_runs(
             store,
             result.evaluations[f"{PROMPT}@1"]["run_id"],
@@ -140,12 +189,24 @@ def run_demo(
         result.comparison = c.to_dict()
         say(f"compare: accuracy difference (v2 - v1) {c.diff}, {c.verdict}")
         best = f"{PROMPT}@2" if c.diff.value > 0 else f"{PROMPT}@1"
+        reused = all(e["reused"] for e in result.evaluations.values())
+        log.end("compare", reused=reused, runs={}, result=result.comparison, best=best)
+        log.begin("apply")
         result.annotation = _apply(store, config, best, result.ref, project, annotator, say, meter)
+        log.end("apply", reused=None, runs={"annotation": result.annotation["run_id"]}, prompt=best)
+        log.begin("fine-tune")
         result.student = _train(store, config, best, result.ref, project, project_dir, say)
+        log.end(
+            "fine-tune",
+            reused=result.student["reused"],
+            runs={"train": result.student["run_id"]},
+            model=result.student["model"],
+        )
         say(
             f"[7/{STAGES}] gold: base {config.student_base}, annotator {config.annotator} "
             f"({best}) and student {result.student['model']} on the locked gold slice"
         )
+        log.begin("gold")
         result.gold[config.annotator] = _evaluate(
             store, config, best, result.ref, seed, project, annotator, say, meter, split="gold"
         )
@@ -161,9 +222,20 @@ def run_demo(
         finally:
             other.close()
     runs = [result.gold[m]["run_id"] for m in result.gold]
+    comparisons = []
     for name, run_id in zip(list(result.gold)[1:], runs[1:], strict=True):
         c = compare_runs(store, runs[0], run_id)
         say(f"{name} vs {config.annotator}: accuracy difference {c.diff}, {c.verdict}")
+        comparisons.append(c.to_dict())
+    models = {"base": config.student_base, "annotator": config.annotator}
+    models["student"] = result.student["model"]
+    log.end(
+        "gold",
+        reused=all(g["reused"] for g in result.gold.values()),
+        runs={role: result.gold[name]["run_id"] for role, name in models.items()},
+        models=models,
+        comparisons=comparisons,
+    )
     return result
 
 
@@ -192,7 +264,12 @@ def _train(
         )
         if have is not None:
             say(f"[6/{STAGES}] fine-tune: reusing {name}")
-            return {"model": name, "reused": True, "label_sources": have.label_sources}
+            return {
+                "model": name,
+                "reused": True,
+                "run_id": have.run_id,
+                "label_sources": have.label_sources,
+            }
     say(
         f"[6/{STAGES}] fine-tune: {config.student_base} with LoRA on the {prompt} labels "
         f"of {config.annotator}"
