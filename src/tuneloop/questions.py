@@ -75,7 +75,7 @@ DEFAULT_RUBRIC = {
     "5": "excellent: right, complete and clear",
 }
 CHOICES = ("A", "tie", "B")  # the order of the ordinal scale
-RESERVED_KEYS = frozenset("suz?")  # skip, undo, undo (ctrl+z), help
+RESERVED_KEYS = frozenset("suzeg?")  # skip, undo, undo (ctrl+z), edit text, guidelines, help
 LABEL_KEYS = "1234567890" + "".join(c for c in "abcdefghijklmnopqrtvwxy" if c not in RESERVED_KEYS)
 MAX_TEXT = 20_000
 

@@ -133,6 +133,7 @@ def _register() -> None:
         report,
         train,
         users,
+        web,
     )
 
     app.add_typer(data.app, name="data")
@@ -151,6 +152,7 @@ def _register() -> None:
     app.command(name="report")(report.report)
     app.add_typer(users.app, name="users")
     app.add_typer(queue.app, name="queue")
+    app.command(name="web")(web.web)
 
 
 def _reflow(text: str) -> str:
