@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import CLI
+from tests.test_report import DEMO_PLOTS, assert_self_contained, plots_of
 from tuneloop.store.db import Store
 from tuneloop.store.models import EvalItem, Label, LLMCall, Record, Run
 
@@ -42,6 +43,7 @@ def test_every_command_has_help(cli: CLI) -> None:
         ["examples", "import"],
         ["init"],
         ["demo"],
+        ["report"],
     ):
         code, out, _ = cli(*args, "--help")
         assert code == 0 and "Usage:" in out, args
@@ -117,6 +119,10 @@ def test_demo_quick_runs_and_reuses(cli: CLI, store: Store) -> None:
     assert "[6/7] fine-tune: smollm2-135m-instruct with LoRA" in out and "trained demo-" in out
     assert "[7/7] gold: base smollm2-135m-instruct" in out
     assert "demo-rotten-tomatoes-1000-student vs qwen2.5-coder-0.5b-instruct: accuracy" in out
+    first_report = _report_of(out)
+    html = first_report.read_text(encoding="utf-8")
+    assert plots_of(html) == DEMO_PLOTS
+    assert_self_contained(html)
     code, out, _ = cli("data", "stats", "demo-rotten-tomatoes-1000", "--json")
     info = json.loads(out)
     assert info["splits"]["gold"] == 100
@@ -152,3 +158,19 @@ def test_demo_quick_runs_and_reuses(cli: CLI, store: Store) -> None:
     assert "fine-tune: reusing demo-rotten-tomatoes-1000-student" in out
     with store.transaction() as s:
         assert s.scalar(select(func.count()).select_from(LLMCall)) == calls  # nothing new
+        demos = s.scalars(select(Run).where(Run.kind == "demo").order_by(Run.id)).all()
+        assert [d.status for d in demos] == ["finished", "finished"]
+        accuracy = evaluations[-1].stats["metrics"]["accuracy"]["value"]
+    second_report = _report_of(out)
+    assert second_report != first_report and second_report.name == f"demo-run-{demos[1].id}.html"
+    html = second_report.read_text(encoding="utf-8")
+    assert plots_of(html) == DEMO_PLOTS and f"{accuracy:.3f} [" in html  # the student on gold
+
+
+def _report_of(out: str) -> Path:
+    """The report the demo wrote (its path is the last line of its output)."""
+    line = out.strip().splitlines()[-1]
+    assert line.startswith("report: "), line
+    path = Path(line.removeprefix("report: "))
+    assert path.is_file() and path.parent.name == "reports"
+    return path
