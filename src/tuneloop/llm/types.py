@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from tuneloop.errors import UserError
+
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 
 
@@ -15,6 +17,11 @@ class ProviderError(Exception):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class ProviderAuthError(ProviderError, UserError):
+    """The service refused the API key: the user has to fix it (the message names the
+    environment variable it came from). Never retried; the CLI prints it as one line."""
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ def resolve_base(
     note: Note | None = None,
 ) -> BaseWeights:
     """The weights ``ref`` names; a GGUF file is converted (once) on the way."""
-    from tuneloop.llm.registry import get_model, load_models, model_path, pull
+    from tuneloop.llm.registry import ENDPOINT_PROVIDERS, get_model, load_models, model_path, pull
 
     trained = session.scalar(
         select(ModelEntry).where(ModelEntry.project_id == project_id, ModelEntry.name == ref)
@@ -101,7 +101,7 @@ def resolve_base(
     names = [spec.name for spec in load_models(project_dir)]
     if ref in names:
         spec = get_model(ref, project_dir)
-        if spec.provider in ("openai", "fake") or spec.source.kind == "endpoint":
+        if spec.provider in (*ENDPOINT_PROVIDERS, "fake") or spec.source.kind == "endpoint":
             raise UserError(
                 f"base model {ref!r} is served by an endpoint ({spec.provider}): there are no "
                 "weights to fine-tune"

@@ -1,16 +1,19 @@
-"""Any OpenAI-compatible chat completions endpoint: OpenAI, vLLM, TGI, Ollama, llama.cpp's server.
+"""Any OpenAI-compatible chat completions endpoint: OpenAI, Google's Gemini (its OpenAI
+compatibility endpoint), vLLM, TGI, Ollama, llama.cpp's server.
 
 One ``httpx.Client`` per provider, shared by the engine's worker threads. Transient failures
 (429 short of an exhausted quota, 500/502/503/504, timeouts, dropped connections, garbled 200
-bodies) are retried with exponential backoff and jitter, honoring ``Retry-After``; other HTTP
-errors fail at once with the server's own message. The API key never appears in an error message.
+bodies) are retried with exponential backoff and jitter, honoring ``Retry-After`` (or Google's
+``RetryInfo``); other HTTP errors fail at once with the server's own message, and a refused API
+key fails with one message naming the environment variable it came from. The API key never
+appears in an error message.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,30 +22,31 @@ from typing import Any
 
 import httpx
 
-from tuneloop.llm.types import ChoiceScores, Completion, GenParams, Message, ProviderError
+from tuneloop.llm.providers.http_retry import (
+    ProviderHTTPError,
+    Retry,
+    Transient,
+    int_or_none,
+    post,
+    retry_after,
+    snippet,
+)
+from tuneloop.llm.types import (
+    ChoiceScores,
+    Completion,
+    GenParams,
+    Message,
+    ProviderAuthError,
+    ProviderError,
+)
+
+__all__ = ["DEFAULT_BASE_URL", "OpenAICompatProvider", "ProviderHTTPError"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 STRUCTURED_MODES = ("auto", "json_schema", "none")
-_TRANSIENT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-
-
-class ProviderHTTPError(ProviderError):
-    """The endpoint answered with an HTTP error that another attempt would not fix."""
-
-    def __init__(self, message: str, *, status: int, server_message: str) -> None:
-        super().__init__(message, retryable=False)
-        self.status = status
-        self.server_message = server_message
-
-
-class _Transient(Exception):
-    """One attempt failed in a way worth retrying."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
+# a refused key: OpenAI answers 401; Google answers 400 (or 403) with reason API_KEY_INVALID
+_BAD_KEY = re.compile(r"API_KEY_INVALID|API key not valid|API key expired", re.IGNORECASE)
 
 
 @dataclass
@@ -73,28 +77,30 @@ class OpenAICompatProvider:
         transport: httpx.BaseTransport | None = None,
         structured: str = "auto",
         extra_headers: dict[str, str] | None = None,
+        extra_body: dict[str, Any] | None = None,
+        key_env: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
         with_logprobs: bool = False,
     ) -> None:
+        """``key_env`` names where ``api_key`` came from (for the message when the key is
+        refused); ``extra_body`` is merged into every request (e.g. ``reasoning_effort``)."""
         if structured not in STRUCTURED_MODES:
             raise ValueError(f"structured must be one of {STRUCTURED_MODES}, not {structured!r}")
-        if max_retries < 0:
-            raise ValueError("max_retries must be 0 or more")
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip(
             "/"
         )
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        if api_key is None and key:
+            key_env = key_env or "OPENAI_API_KEY"
         self._api_key = key or None
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        self.key_env = key_env
+        self.retry = Retry(max_retries, backoff, max_backoff, sleep)
         self.structured = structured
         self.with_logprobs = with_logprobs
+        self.extra_body = dict(extra_body or {})
         self.schema_supported = structured != "none"  # turned off when "auto" learns otherwise
         self._format_index: int | None = None  # which response_format this endpoint takes
-        self._sleep = sleep
-        self._rng = random.Random()
         headers = {"Accept": "application/json", **(extra_headers or {})}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -199,36 +205,20 @@ class OpenAICompatProvider:
         if self.with_logprobs:
             payload["logprobs"] = True
             payload["top_logprobs"] = 5
+        payload.update(self.extra_body)
         return payload
 
     def _post(self, payload: dict[str, Any]) -> _Reply:
-        reason = ""
-        for attempt in range(self.max_retries + 1):
-            try:
-                return self._attempt(payload)
-            except _Transient as exc:
-                reason = exc.reason
-                if attempt < self.max_retries:
-                    self._sleep(self._delay(attempt, exc.retry_after))
-        attempts = self.max_retries + 1
-        raise self._error(f"gave up after {attempts} attempts: {reason}", retryable=True)
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(self.max_backoff, retry_after)
-        base = self.backoff * 2.0**attempt
-        return min(self.max_backoff, base * (1.0 + 0.25 * self._rng.random()))
+        return self.retry.run(lambda: self._attempt(payload), self._error)
 
     def _attempt(self, payload: dict[str, Any]) -> _Reply:
         try:
-            response = self._client.post(f"{self.base_url}/chat/completions", json=payload)
-        except httpx.TimeoutException as exc:
-            raise _Transient(f"timed out ({type(exc).__name__})") from exc
-        except _TRANSIENT_ERRORS as exc:
-            raise _Transient(f"connection failed ({type(exc).__name__}: {exc})") from exc
+            response = post(self._client, f"{self.base_url}/chat/completions", payload)
         except httpx.HTTPError as exc:
             raise self._error(f"request failed ({type(exc).__name__}: {exc})") from exc
         status = response.status_code
+        if status == 401 or (status in (400, 403) and _BAD_KEY.search(response.text)):
+            raise self._auth_error(status, self._redact(_server_message(response)))
         # a server that rejects the request's own shape (some answer 500 to an unknown
         # response_format) will not change its mind: do not retry that
         shape_error = "response_format" in response.text and "validation" in response.text.lower()
@@ -238,7 +228,7 @@ class OpenAICompatProvider:
             and not shape_error
         ):
             detail = f"HTTP {status}: {_server_message(response)}"
-            raise _Transient(detail, _retry_after(response))
+            raise Transient(detail, retry_after(response) or _retry_info(response))
         if status >= 400:
             message = self._redact(_server_message(response))
             raise ProviderHTTPError(
@@ -247,31 +237,33 @@ class OpenAICompatProvider:
         try:
             body = response.json()
         except ValueError:
-            raise _Transient(f"response body is not JSON: {_snippet(response.text)!r}") from None
+            raise Transient(f"response body is not JSON: {snippet(response.text)!r}") from None
         return self._reply(body)
 
     def _reply(self, body: Any) -> _Reply:
         choices = body.get("choices") if isinstance(body, dict) else None
         choice = choices[0] if isinstance(choices, list) and choices else None
         if not isinstance(choice, dict):
-            raise _Transient("response has no choices[0]")
+            raise Transient("response has no choices[0]")
         message = choice.get("message")
         content = message.get("content") if isinstance(message, dict) else None
+        finish = choice.get("finish_reason")
         if not isinstance(content, str):
             refusal = message.get("refusal") if isinstance(message, dict) else None
             if isinstance(refusal, str) and refusal:
                 raise self._error(f"the model refused: {refusal}")
-            raise _Transient("response has no choices[0].message.content")
+            if finish != "length":
+                raise Transient("response has no choices[0].message.content")
+            content = ""  # a thinking model spent max_tokens before answering: an empty answer
         usage = body.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         data: dict[str, Any] = {"id": body.get("id"), "model": body.get("model")}
         if self.with_logprobs and choice.get("logprobs") is not None:
             data["logprobs"] = choice["logprobs"]
-        finish = choice.get("finish_reason")
         return _Reply(
             content,
-            _int_or_none(usage.get("prompt_tokens")),
-            _int_or_none(usage.get("completion_tokens")),
+            int_or_none(usage.get("prompt_tokens")),
+            int_or_none(usage.get("completion_tokens")),
             finish if isinstance(finish, str) else None,
             data,
         )
@@ -287,33 +279,56 @@ class OpenAICompatProvider:
     def _error(self, message: str, *, retryable: bool = False) -> ProviderError:
         return ProviderError(self._redact(f"{self._where()}: {message}"), retryable=retryable)
 
+    def _auth_error(self, status: int, message: str) -> ProviderAuthError:
+        if self.key_env:
+            fix = f"the API key in {self.key_env} was refused; set {self.key_env} to a valid key"
+        elif self._api_key:
+            fix = "the API key was refused"
+        else:
+            fix = "it needs an API key (set OPENAI_API_KEY)"
+        return ProviderAuthError(f"{self._where()}: {fix} (HTTP {status}: {message})")
+
 
 def _server_message(response: httpx.Response) -> str:
-    """The error text in OpenAI's ``{"error": {"message": ...}}`` shape, the shapes some
-    compatible servers use instead, or the plain body."""
+    """The error text in OpenAI's ``{"error": {"message": ...}}`` shape, Google's
+    ``{"error": {"message", "status"}}`` (its compatibility endpoint wraps it in a list), the
+    shapes some compatible servers use instead, or the plain body."""
     try:
         body = response.json()
     except ValueError:
-        return _snippet(response.text) or response.reason_phrase
+        return snippet(response.text) or response.reason_phrase
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        body = body[0]
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             kind = error.get("type") or error.get("code")
+            if isinstance(error.get("status"), str):  # Google: a name beats the number
+                kind = error["status"]
             return f"{error['message']} ({kind})" if kind else str(error["message"])
         if isinstance(error, str):
             return error
         if isinstance(body.get("message"), str):
             return str(body["message"])
-    return _snippet(response.text)
+    return snippet(response.text)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _retry_info(response: httpx.Response) -> float | None:
+    """The wait Google asks for in a 429's ``google.rpc.RetryInfo`` detail (``"37s"``)."""
     try:
-        seconds = float(value) if value is not None else None
+        body = response.json()
     except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
-    return max(0.0, seconds) if seconds is not None else None
+        return None
+    if isinstance(body, list) and body:
+        body = body[0]
+    error = body.get("error") if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else []:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("rpc.RetryInfo"):
+            match = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(detail.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None
 
 
 def _parse_answer(content: str, options: list[str]) -> str | None:
@@ -323,12 +338,3 @@ def _parse_answer(content: str, options: list[str]) -> str | None:
         return None
     answer = parsed.get("answer") if isinstance(parsed, dict) else None
     return answer if isinstance(answer, str) and answer in options else None
-
-
-def _snippet(text: str, limit: int = 500) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
