@@ -58,6 +58,12 @@ def _base_folder(root: Path, architecture: str, tokenizer: str) -> Path:
     return folder
 
 
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """SQLite only: these tests exercise the architectures, not the database backends."""
+    return f"sqlite:///{tmp_path / 'tuneloop.db'}"
+
+
 class Spy:
     """The SFTTrainer the recipe composes, and its parameters before training."""
 
