@@ -33,12 +33,11 @@ from tuneloop.workflows.answering import (
     submit,
     undo_last,
 )
+from tuneloop.workflows.queue_items import NewItem, dataset_items
 from tuneloop.workflows.queues import (
-    NewItem,
     QueueSpec,
     assign,
     create_queue,
-    dataset_items,
     list_queues,
     show_queue,
     update_queue,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +33,8 @@ from tuneloop.store.db import Store, open_store
 from tuneloop.store.models import Answer, QueueItem
 from tuneloop.web.app import create_app
 from tuneloop.workflows import answering, review
-from tuneloop.workflows.queues import NewItem, QueueSpec, create_queue, dataset_items
+from tuneloop.workflows.queue_items import NewItem, dataset_items
+from tuneloop.workflows.queues import QueueSpec, create_queue
 from tuneloop.workflows.users import Actor
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
@@ -602,3 +605,61 @@ def test_progress_and_answers_keep_identity_and_time(world: World) -> None:
     rita, _ = world.signed_in("rita")
     assert 'id="per-annotator"' in rita.get(f"/queues/{queue_id}/progress").text
     assert answering.progress(world.store, None, queue_id).answers == 2
+
+
+def test_help_stays_light_and_commands_have_help(cli: CLI) -> None:
+    code = (
+        "import sys\n"
+        "from tuneloop.cli.main import main\n"
+        "main(['--help'])\n"
+        "heavy = ('fastapi', 'starlette', 'uvicorn', 'argon2', 'jinja2', 'multipart')\n"
+        "print('LOADED', sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "LOADED []" in out.stdout
+    assert "users" in out.stdout and "queue" in out.stdout and "web" in out.stdout
+    for args in (
+        ["users", "add"],
+        ["users", "list"],
+        ["users", "disable"],
+        ["queue", "create"],
+        ["queue", "list"],
+        ["queue", "show"],
+        ["queue", "assign"],
+        ["queue", "agreement"],
+        ["web"],
+    ):
+        status, text, _ = cli(*args, "--help")
+        assert status == 0 and "Usage:" in text, args
+
+
+def test_web_command_serves(tmp_path: Path) -> None:
+    """``tuneloop web`` starts uvicorn on the given port and serves the sign-in page."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = f"sqlite:///{tmp_path / 'served.db'}"
+    command = [sys.executable, "-m", "tuneloop.cli", "--db", db, "web", "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/login", timeout=2)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                assert time.monotonic() < deadline, "tuneloop web did not start"
+                time.sleep(0.2)
+        assert page.status_code == 200 and 'name="password"' in page.text
+        assert "HttpOnly" in page.headers["set-cookie"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        if process.stdout:
+            process.stdout.close()

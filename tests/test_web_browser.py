@@ -17,7 +17,8 @@ from sqlalchemy import select
 from tests.people import PASSWORD, add_people, fast_hashing  # noqa: F401
 from tuneloop.store.db import Store, open_store
 from tuneloop.store.models import Answer, QueueItem
-from tuneloop.workflows.queues import NewItem, QueueSpec, create_queue
+from tuneloop.workflows.queue_items import NewItem
+from tuneloop.workflows.queues import QueueSpec, create_queue
 from tuneloop.workflows.users import Actor
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("fast_hashing")]

@@ -107,7 +107,8 @@ def create(
     as_json: AsJson = False,
 ) -> None:
     """Create a queue from a dataset's records (splits, a sample, ids) or an items file."""
-    from tuneloop.workflows.queues import QueueSpec, create_queue, dataset_items, items_from_rows
+    from tuneloop.workflows.queue_items import dataset_items, items_from_rows
+    from tuneloop.workflows.queues import QueueSpec, create_queue
 
     store = state.store()
     options: dict[str, Any] = {}

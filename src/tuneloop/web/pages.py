@@ -1,6 +1,6 @@
 """The server-rendered pages: sign in, my queues, the answering page (every question type,
-keyboard first), progress; for reviewers agreement and adjudication; for admins people and
-queue assignment. Each route is a thin shell over a workflow function."""
+keyboard first), progress; for reviewers agreement and adjudication (admin pages are in
+``admin.py``). Each route is a thin shell over a workflow function."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import secrets
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import RedirectResponse
 
 from tuneloop.errors import UserError
-from tuneloop.questions import RATINGS, AnswerError, label_keys
+from tuneloop.questions import AnswerError, label_keys
+from tuneloop.web import admin
 from tuneloop.web.deps import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
-    Admin,
     AnyUser,
     CsrfFailed,
     FormDep,
@@ -30,61 +29,12 @@ from tuneloop.web.deps import (
     web_state,
 )
 from tuneloop.web.forms import form_value
+from tuneloop.web.render import field, redirect, render, safe_next
 from tuneloop.workflows import answering, queues, review, users
 from tuneloop.workflows.users import SessionInfo
 
 public = APIRouter()
 private = APIRouter(dependencies=[Depends(check_csrf)])
-
-NOTICES = {
-    "undone": "Your last answer was taken back: change it and submit again.",
-    "nothing-to-undo": "Nothing to undo.",
-    "skipped": "Skipped.",
-    "skips-reset": "Your skipped items are back in the queue.",
-    "saved": "Saved.",
-    "added": "Added.",
-}
-
-
-def render(
-    request: Request,
-    name: str,
-    info: SessionInfo | None,
-    status: int = 200,
-    **context: Any,
-) -> Response:
-    context.setdefault("notice", NOTICES.get(request.query_params.get("notice", ""), ""))
-    queue = context.get("queue")
-    if queue is not None and info is not None:
-        context.setdefault("member", info.actor.username in queue.members)
-    return web_state(request).templates.TemplateResponse(
-        request,
-        name,
-        {
-            "user": info.actor if info else None,
-            "csrf": info.csrf_token if info else "",
-            "ratings": RATINGS,
-            **context,
-        },
-        status_code=status,
-    )
-
-
-def redirect(url: str) -> Response:
-    return RedirectResponse(url, status_code=303)
-
-
-def safe_next(target: str | None) -> str:
-    """Only a path on this site (no //host, no scheme) may follow the sign-in."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
-        return "/queues"
-    return target
-
-
-def _field(form: Any, name: str) -> str:
-    value = form.get(name)
-    return value if isinstance(value, str) else ""
-
 
 # --- signing in and out --------------------------------------------------------------------
 
@@ -101,13 +51,13 @@ def login_page(request: Request, next: str = "/queues") -> Response:
 
 @public.post("/login")
 def login(request: Request, store: StoreDep, form: FormDep) -> Response:
-    sent, expected = _field(form, "csrf_token"), request.cookies.get(LOGIN_COOKIE, "")
+    sent, expected = field(form, "csrf_token"), request.cookies.get(LOGIN_COOKIE, "")
     if not sent or not expected or not secrets.compare_digest(sent.encode(), expected.encode()):
         raise CsrfFailed()
-    target = safe_next(_field(form, "next"))
+    target = safe_next(field(form, "next"))
     ip = request.client.host if request.client else "unknown"
     try:
-        actor = users.authenticate(store, _field(form, "username"), _field(form, "password"), ip)
+        actor = users.authenticate(store, field(form, "username"), field(form, "password"), ip)
     except UserError as exc:
         status = 429 if status_of(exc) == 429 else 401
         return render(
@@ -118,7 +68,7 @@ def login(request: Request, store: StoreDep, form: FormDep) -> Response:
             next=target,
             login_csrf=expected,
             error=str(exc),
-            username=_field(form, "username"),
+            username=field(form, "username"),
         )
     old = request.cookies.get(SESSION_COOKIE)
     if old:
@@ -340,7 +290,7 @@ def adjudicate(
     queue = queues.show_queue(store, actor, queue_id)
     try:
         value = form_value(queue.question, form_lists(form), len(item.responses))
-        review.adjudicate(store, actor, queue_id, item_id, value, _field(form, "note"))
+        review.adjudicate(store, actor, queue_id, item_id, value, field(form, "note"))
     except (AnswerError, UserError) as exc:
         if isinstance(exc, UserError) and status_of(exc) != 400:
             raise
@@ -352,93 +302,7 @@ def adjudicate(
     return redirect(f"/queues/{queue_id}/disagreements?notice=saved")
 
 
-# --- administration ------------------------------------------------------------------------
-
-
-@private.get("/admin")
-def admin_home(_actor: Admin) -> Response:
-    return redirect("/admin/users")
-
-
-def _users_page(request: Request, store: Any, info: SessionInfo, error: str = "") -> Response:
-    return render(
-        request,
-        "admin_users.html",
-        info,
-        400 if error else 200,
-        people=users.list_users(store),
-        roles=users.ROLES,
-        error=error,
-    )
-
-
-@private.get("/admin/users")
-def users_page(request: Request, store: StoreDep, info: SessionDep, _actor: Admin) -> Response:
-    return _users_page(request, store, info)
-
-
-@private.post("/admin/users")
-def add_user(
-    request: Request, store: StoreDep, info: SessionDep, _actor: Admin, form: FormDep
-) -> Response:
-    try:
-        users.add_user(
-            store, _field(form, "username"), _field(form, "role"), _field(form, "password")
-        )
-    except UserError as exc:
-        return _users_page(request, store, info, str(exc))
-    return redirect("/admin/users?notice=added")
-
-
-@private.post("/admin/users/{username}")
-def change_user(username: str, store: StoreDep, actor: Admin, form: FormDep) -> Response:
-    if _field(form, "active") in ("0", "1"):
-        if username == actor.username and _field(form, "active") == "0":
-            raise UserError("you cannot disable yourself")
-        users.set_active(store, username, _field(form, "active") == "1")
-    if _field(form, "role"):
-        users.set_role(store, username, _field(form, "role"))
-    return redirect("/admin/users?notice=saved")
-
-
-@private.get("/admin/queues/{queue_id}")
-def queue_admin_page(
-    request: Request, queue_id: int, store: StoreDep, info: SessionDep, actor: Admin
-) -> Response:
-    return render(
-        request,
-        "admin_queue.html",
-        info,
-        queue=queues.show_queue(store, actor, queue_id),
-        people=[u for u in users.list_users(store) if u.active],
-    )
-
-
-@private.post("/admin/queues/{queue_id}/members")
-def set_members(queue_id: int, store: StoreDep, actor: Admin, form: FormDep) -> Response:
-    current = set(queues.show_queue(store, actor, queue_id).members)
-    wanted = set(form_lists(form).get("member", []))
-    queues.assign(store, actor, queue_id, sorted(wanted - current), sorted(current - wanted))
-    return redirect(f"/admin/queues/{queue_id}?notice=saved")
-
-
-@private.post("/admin/queues/{queue_id}/policy")
-def set_policy(queue_id: int, store: StoreDep, actor: Admin, form: FormDep) -> Response:
-    per_item = _field(form, "annotators_per_item")
-    if per_item and not per_item.isdigit():
-        raise UserError(f"annotators per item must be a number, got {per_item!r}")
-    queues.update_queue(
-        store,
-        actor,
-        queue_id,
-        annotators_per_item=int(per_item) if per_item else None,
-        show_suggestions=_field(form, "show_suggestions") == "1",
-        status=_field(form, "status") or None,
-        guidelines=_field(form, "guidelines").replace("\r\n", "\n"),
-    )
-    return redirect(f"/admin/queues/{queue_id}?notice=saved")
-
-
 router = APIRouter()
 router.include_router(public)
 router.include_router(private)
+router.include_router(admin.router)

@@ -3,16 +3,15 @@ question type, its options and guidelines, and an assignment policy (how many di
 answer each item, and who may).
 
 Reads top to bottom: who may see a queue (``load_queue``: annotators only their assigned
-queues; reviewers and admins all) -> the items of a new queue (a dataset's splits, a seeded
-sample, given ids, or rows of an items file) -> ``create_queue`` checks question, options,
+queues; reviewers and admins all) -> ``create_queue`` checks question, options,
 responses and suggestions and writes queue, items and members in one transaction -> list,
-show, assign and change the policy. Answering is in ``answering.py``, agreement and
-adjudication in ``review.py``.
+show, assign and change the policy. Items come from ``queue_items.py``; answering is in
+``answering.py``, agreement and adjudication in ``review.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,7 +24,6 @@ from tuneloop.questions import check_options, check_responses, check_value, ques
 from tuneloop.store.datasets import resolve_dataset
 from tuneloop.store.db import Store, get_project
 from tuneloop.store.models import (
-    Answer,
     Dataset,
     Label,
     Project,
@@ -35,8 +33,7 @@ from tuneloop.store.models import (
     Record,
     User,
 )
-from tuneloop.workflows.datasets import iter_records
-from tuneloop.workflows.sampling import default_splits, sample_records
+from tuneloop.workflows.queue_items import NewItem
 from tuneloop.workflows.users import Actor
 
 MAX_ANNOTATORS = 20
@@ -55,14 +52,6 @@ class QueueSpec:
     dataset: str | None = None  # NAME[@VERSION] the items' records come from
     members: list[str] = field(default_factory=list)  # usernames who may work on it
     project: str = "default"
-
-
-@dataclass
-class NewItem:
-    record_id: int | None = None
-    responses: list[dict[str, Any]] | None = None  # [{"model": ..., "text": ...}]
-    suggestion: dict[str, Any] | None = None  # an answer value suggested by an LLM
-    location: str = ""  # where the item came from, for error messages
 
 
 @dataclass
@@ -137,80 +126,6 @@ def resolve_queue(store: Store, ref: str, project: str = "default") -> int:
             known = ", ".join(sorted(names)) or "none yet (`tuneloop queue create`)"
             raise NotFound(f"no queue {ref!r} in project {proj.name!r}; queues: {known}")
         return found
-
-
-def dataset_items(
-    store: Store,
-    dataset: str,
-    *,
-    splits: Sequence[str] = (),
-    n: int | None = None,
-    seed: int = 0,
-    ids: Sequence[str] = (),
-    project: str = "default",
-) -> list[NewItem]:
-    """Items for the records of a dataset: those with the given ids, else a seeded sample of
-    ``n`` (or all) from the splits (never the gold slice unless it is named)."""
-    with store.transaction() as session:
-        ds = resolve_dataset(session, get_project(session, project), dataset)
-        if ids:
-            found = dict(
-                session.execute(
-                    select(Record.external_id, Record.id).where(
-                        Record.dataset_id == ds.id, Record.external_id.in_(list(ids))
-                    )
-                ).all()
-            )
-            missing = [i for i in ids if i not in found]
-            if missing:
-                raise UserError(f"dataset {ds.ref} has no record with id {missing[0]!r}")
-            return [NewItem(found[i], location=f"record id {i!r}") for i in dict.fromkeys(ids)]
-        chosen = default_splits(ds, splits)
-        if n is not None:
-            sample = sample_records(session, ds, chosen, n, seed, need_reference=False)
-            return [NewItem(rid) for rid in sample.ids]
-        items = [NewItem(r.id) for r in iter_records(session, ds, chosen)]
-        if not items:
-            raise UserError(f"dataset {ds.ref} has no records in split(s) {', '.join(chosen)}")
-        return items
-
-
-def items_from_rows(
-    store: Store,
-    rows: Iterable[tuple[str, Mapping[str, Any]]],
-    dataset: str | None,
-    project: str = "default",
-) -> list[NewItem]:
-    """Items from rows of an items file, each ``(location, row)``: ``record_id`` (tuneloop's)
-    or ``id`` (the record's id in the dataset), optional ``responses`` and ``suggestion``."""
-    items: list[NewItem] = []
-    with store.transaction() as session:
-        ds = resolve_dataset(session, get_project(session, project), dataset) if dataset else None
-        for location, row in rows:
-            unknown = sorted(set(row) - {"record_id", "id", "responses", "suggestion"})
-            if unknown:
-                raise UserError(f"{location}: unknown field {unknown[0]!r}")
-            record_id = row.get("record_id")
-            if record_id is None and row.get("id") is not None:
-                if ds is None:
-                    raise UserError(f"{location}: field 'id' needs --dataset")
-                record_id = session.scalar(
-                    select(Record.id).where(
-                        Record.dataset_id == ds.id, Record.external_id == str(row["id"])
-                    )
-                )
-                if record_id is None:
-                    raise UserError(f"{location}: field 'id': no record {row['id']!r} in {ds.ref}")
-            if record_id is not None and not isinstance(record_id, int):
-                raise UserError(f"{location}: field 'record_id' must be a number")
-            responses = row.get("responses")
-            if responses is not None and not isinstance(responses, list):
-                raise UserError(f"{location}: field 'responses' must be a list")
-            suggestion = row.get("suggestion")
-            if suggestion is not None and not isinstance(suggestion, dict):
-                raise UserError(f"{location}: field 'suggestion' must be an answer object")
-            items.append(NewItem(record_id, responses, suggestion, location))
-    return items
 
 
 def create_queue(store: Store, spec: QueueSpec, items: Sequence[NewItem]) -> QueueInfo:
@@ -436,7 +351,3 @@ def update_queue(
         if guidelines is not None:
             queue.guidelines = guidelines or None
         return _info(session, queue)
-
-
-def answer_count(session: Session, item_id: int) -> int:
-    return session.scalar(select(func.count()).where(Answer.queue_item_id == item_id)) or 0
