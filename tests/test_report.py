@@ -113,6 +113,40 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+# --- plots ------------------------------------------------------------------------------------
+
+
+def test_plots_are_inline_svg_with_escaped_text_and_unique_ids() -> None:
+    from tuneloop.report import plots
+    from tuneloop.report.plots import BarPanel, Confusion, Estimate
+
+    hostile = "<b>costs $5 & $10</b> " + "very long " * 10
+    bars = plots.interval_bars(
+        [hostile, "plain"],
+        {"v1": [Estimate(0.5, 0.4, 0.6), Estimate(None)], "v2": [Estimate(0.7), Estimate(1.0)]},
+        title="Slices",
+        xlabel="accuracy",
+        key="slices",
+    )
+    matrix = plots.confusion_matrices(
+        [Confusion("v1", ["a", "b"], ["a", "b", "<no answer>"], [[3, 1, 0], [0, 2, 1]])],
+        title="Confusion",
+        key="confusion",
+    )
+    counts = plots.bar_panels([BarPanel("sources", "records", {"llm": 3.0})], title="", key="x")
+    for svg in (bars, matrix, counts):
+        assert svg.startswith("<svg ") and svg.endswith("</svg>")
+        assert "<?xml" not in svg and "DOCTYPE" not in svg and "http" not in svg
+    assert "&lt;b&gt;costs $5 &amp; $10&lt;/b&gt;" in bars  # escaped, and no TeX
+    assert "…" in bars and "&lt;no answer&gt;" in matrix
+    ids = re.findall(r'\bid="([^"]+)"', bars + matrix + counts)
+    assert len(ids) == len(set(ids)) and all(
+        i.startswith(("slices-", "confusion-", "x-")) for i in ids
+    )
+    refs = re.findall(r'href="#([^"]+)"', bars + matrix + counts)
+    assert set(refs) <= set(ids)
+
+
 # --- an evaluation run --------------------------------------------------------------------------
 
 

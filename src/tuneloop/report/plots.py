@@ -25,6 +25,7 @@ GOOD, BAD, NEUTRAL = "#009E73", "#D55E00", "#777777"
 _RC: Any = {  # matplotlib's stubs want literal keys
     "svg.fonttype": "none",  # text as <text>, not paths
     "svg.hashsalt": "tuneloop",  # the same numbers give the same SVG
+    "text.parse_math": False,  # labels are data: "$5 or $10" is text, not TeX
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans", "Liberation Sans", "Arial", "Helvetica"],
     "font.size": 9,
@@ -136,6 +137,11 @@ def _attr(text: str) -> str:
     )
 
 
+def _short(text: str, limit: int = 48) -> str:
+    """A tick label that leaves room for the plot (the tables show it in full)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -194,8 +200,9 @@ def confusion_matrices(panels: Sequence[Confusion], *, title: str, key: str) -> 
                         fontsize=8 if size <= 6 else 6,
                         color="white" if share > 0.55 else "#222222",
                     )
-            ax.set_xticks(range(len(panel.columns)), list(panel.columns), rotation=30, ha="right")
-            ax.set_yticks(range(len(panel.rows)), list(panel.rows))
+            columns = [_short(c, 24) for c in panel.columns]
+            ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+            ax.set_yticks(range(len(panel.rows)), [_short(r, 24) for r in panel.rows])
             ax.set_xlabel("predicted")
             ax.set_ylabel("gold")
             ax.set_title(f"{panel.name} (n={sum(map(sum, counts))})", fontsize=9)
@@ -234,7 +241,7 @@ def interval_bars(
                 left=lo,
                 height=height * 0.9,
                 color=COLORS[j % len(COLORS)],
-                label=name,
+                label=_short(name, 40),
                 xerr=([e[0] for e in errs], [e[1] for e in errs]),
                 error_kw={"ecolor": "#333333", "capsize": 2.5, "elinewidth": 1},
             )
@@ -243,7 +250,7 @@ def interval_bars(
                 ax.text(
                     end + span * 0.012, y, _fmt(est.value), va="center", fontsize=7.5, color="#333"
                 )
-        ax.set_yticks(range(len(categories)), list(categories))
+        ax.set_yticks(range(len(categories)), [_short(c) for c in categories])
         ax.set_ylim(len(categories) - 0.5, -0.5)
         ax.set_xlim(lo, hi + span * 0.08)
         ax.set_xlabel(xlabel)
@@ -283,7 +290,7 @@ def comparison(
                 [0.0 if e.value is None else e.value for e in values],
                 width=width * 0.9,
                 color=COLORS[j % len(COLORS)],
-                label=name,
+                label=_short(name, 40),
                 yerr=([e[0] for e in errs], [e[1] for e in errs]),
                 error_kw={"ecolor": "#333333", "capsize": 3, "elinewidth": 1},
             )
@@ -293,7 +300,7 @@ def comparison(
         everything = [e for name in names for e in series[name]]
         lo, hi = _limit(everything)
         left.set_ylim(lo, hi * 1.12)
-        left.set_xticks(range(len(categories)), list(categories))
+        left.set_xticks(range(len(categories)), [_short(c, 24) for c in categories])
         left.set_ylabel(ylabel)
         left.set_title("scores (95% intervals)", fontsize=9)
         fig.legend(loc="outside lower center", ncols=min(4, len(names)), fontsize=8)
@@ -319,7 +326,7 @@ def comparison(
         right.set_yticks(
             range(len(diffs)),
             [
-                f"{name}\n{_fmt(e.value, 3)} [{_fmt(e.low, 3)}, {_fmt(e.high, 3)}]"
+                f"{_short(name, 36)}\n{_fmt(e.value, 3)} [{_fmt(e.low, 3)}, {_fmt(e.high, 3)}]"
                 for name, e in diffs
             ],
         )
@@ -349,7 +356,7 @@ def lines(
                     marker="o" if len(points) <= 40 else None,
                     markersize=3,
                     linewidth=1.5,
-                    label=name,
+                    label=_short(name, 40),
                 )
             if panel.log:
                 ax.set_yscale("log")
@@ -395,7 +402,7 @@ def bar_panels(panels: Sequence[BarPanel], *, title: str, key: str) -> str:
                 ax.text(
                     (value or 0.0) + top * 0.02, i, text, va="center", fontsize=7.5, color="#333"
                 )
-            ax.set_yticks(range(len(names)), names)
+            ax.set_yticks(range(len(names)), [_short(n) for n in names])
             ax.set_ylim(len(names) - 0.5, -0.5)
             ax.set_xlim(0.0, top * 1.25)
             ax.set_xlabel(panel.xlabel)
