@@ -31,18 +31,22 @@ def _backends() -> list[object]:
 
 
 def _fresh_postgres() -> str:
+    """An empty schema of this test process (``test_<pid>``), first on the search path: test
+    runs sharing one server (a developer's and CI's) never see each other's tables."""
     if not PG_URL:
         pytest.fail("TUNELOOP_REQUIRE_POSTGRES=1 but TUNELOOP_TEST_POSTGRES_URL is not set")
+    schema = f"test_{os.getpid()}"
     engine = create_engine(normalize_url(PG_URL))
     try:
         with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
     except Exception as exc:  # the server is not there
         pytest.fail(f"PostgreSQL at {PG_URL} is not usable: {exc}")
     finally:
         engine.dispose()
-    return PG_URL
+    separator = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{separator}options=-csearch_path%3D{schema}"
 
 
 @pytest.fixture(params=_backends())
