@@ -538,3 +538,19 @@ def test_openai_prefix_keeps_working_and_is_priced(hosted_apis: HostedAPIs) -> N
     assert handle.provider.chat(MESSAGES, GenParams()).text == "pos"
     assert hosted_apis.requests[-1].url.host == OPENAI
     handle.close()
+
+
+def test_a_failed_model_call_stops_the_command_with_one_clear_error(
+    cli: CLI, tmp_path: Path, hosted_apis: HostedAPIs
+) -> None:
+    (tmp_path / "reviews.jsonl").write_text('{"text": "fine", "label": "pos"}\n')
+    assert cli("data", "import", "reviews.jsonl", "--task", "classification")[0] == 0
+    from tests.hosted_mock import ANTHROPIC, anthropic_error
+
+    hosted_apis.fail_next(
+        ANTHROPIC, anthropic_error(404, "not_found_error", "model: claude-haiku-4-5")
+    )
+    code, _, err = cli("annotate", "--dataset", "reviews", "--model", "claude-haiku-4-5")
+    assert code == 1 and "Traceback" not in err, err
+    assert err.startswith("error: model call failed:") and "not_found_error" in err
+    assert "run the same command again to continue" in err

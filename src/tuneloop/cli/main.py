@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tuneloop.errors import UserError
+from tuneloop.llm.types import ProviderError
 
 if TYPE_CHECKING:
     from tuneloop.store.db import Store
@@ -187,6 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         err_console.print(
             f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
+        return 1
+    except ProviderError as exc:  # a model call failed after the provider's retries
+        err_console.print(
+            f"[bold red]error:[/] model call failed: {escape(str(exc))}\n"
+            "Finished work is saved; run the same command again to continue.",
+            highlight=False,
+            soft_wrap=True,
         )
         return 1
     finally:
