@@ -394,9 +394,12 @@ def test_api_flow(world: World) -> None:
 
 def test_every_question_type_through_its_form(world: World) -> None:
     ids = record_ids(world.store, "answers")
-    two = [{"model": "m1", "text": "first answer"}, {"model": "m2", "text": "second answer"}]
-    three = [*two, {"model": "m3", "text": "third answer"}]
-    one = [{"model": "m1", "text": "the model said this"}]
+    two = [
+        {"model": "hidden-model-1", "text": "first answer"},
+        {"model": "hidden-model-2", "text": "second answer"},
+    ]
+    three = [*two, {"model": "hidden-model-3", "text": "third answer"}]
+    one = [{"model": "hidden-model-1", "text": "the model said this"}]
     cases: list[
         tuple[str, list[dict[str, str]] | None, dict[str, Any], dict[str, Any], dict[str, Any]]
     ] = [
@@ -434,7 +437,7 @@ def test_every_question_type_through_its_form(world: World) -> None:
         if question == "correction":
             assert ">the model said this</textarea>" in page.text  # the answer to edit
         if question in ("pairwise", "ranking"):
-            assert "m1" not in page.text and "Response B" in page.text
+            assert "hidden-model" not in page.text and "Response B" in page.text
         item = item_of(page.text)
         response = alice.post(
             f"/queues/{queue_id}/items/{item}/answer",
