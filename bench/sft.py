@@ -9,8 +9,9 @@ own process, one after the other:
 - tuneloop: the installed ``tuneloop train sft --labels gold --limit N`` command with its
   defaults (the weights frozen in bf16 where the CPU is fast at it, padding-free batches of 8,
   loss on the completion only);
-- TRL: ``SFTTrainer(model=<the same safetensors folder>, args=SFTConfig(output_dir=...),
-  train_dataset=<the same examples>, peft_config=<the same LoRA config>)``: every other
+- TRL: ``SFTTrainer(model=<the same safetensors folder>, args=SFTConfig(output_dir=...,
+  use_cpu=True), train_dataset=<the same examples>, peft_config=<the same LoRA config>)``
+  (``use_cpu``, since TRL's default bf16 otherwise refuses a machine without a GPU): every other
   setting is TRL's default (bf16 autocast, batches of 8 padded to their longest example,
   gradient checkpointing).
 
@@ -127,6 +128,7 @@ def trl_child(run_dir: Path, base_dir: str) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
+    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -143,7 +145,8 @@ def trl_child(run_dir: Path, base_dir: str) -> None:
     )
     lora = LoraConfig(**LORA, target_modules="all-linear", bias="none", task_type="CAUSAL_LM")
     with tempfile.TemporaryDirectory() as out:
-        args = SFTConfig(output_dir=out, report_to="none")
+        # use_cpu: without it TRL's default bf16 refuses a machine without a GPU
+        args = SFTConfig(output_dir=out, report_to="none", use_cpu=not torch.cuda.is_available())
         trainer = SFTTrainer(model=base_dir, args=args, train_dataset=data, peft_config=lora)
         output = trainer.train()
     print(
