@@ -1,7 +1,8 @@
-"""Every ``$ tuneloop ...`` command of the hosted-LLM README section (docs/drafts/hosted.md)
-runs, in order, against OpenAI, Anthropic and Google's Gemini API played offline (the
-``hosted_apis`` fixture), after the README commands it builds on; shown ``imported``,
-``wrote`` and ``error:`` lines appear exactly, and a command shown failing fails."""
+"""Every ``$ tuneloop ...`` command of README's hosted-LLM section runs, in order, against
+OpenAI, Anthropic and Google's Gemini API played offline (the ``hosted_apis`` fixture), after
+the README commands it builds on (fast; the whole README runs in tests/test_readme.py);
+shown ``imported``, ``wrote`` and ``error:`` lines appear exactly, and a command shown failing
+fails."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tests.conftest import CLI
 from tests.hosted_mock import HostedAPIs
 
 ROOT = Path(__file__).resolve().parents[1]
-DRAFT = ROOT / "docs" / "drafts" / "hosted.md"
+SECTION = "## Hosted LLMs"
 CHECKED = ("imported ", "wrote ", "error: ")
 # what the README has made by the time the section runs
 BEFORE = [
@@ -45,7 +46,9 @@ def test_hosted_section_runs(cli: CLI, tmp_path: Path, hosted_apis: HostedAPIs) 
     for line in BEFORE:
         code, out, err = cli(*shlex.split(line))
         assert code == 0, (line, out, err)
-    steps = commands(DRAFT.read_text())
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split(SECTION, 1)[1].split("\n## ", 1)[0]
+    steps = commands(section)
     assert len(steps) >= 8
     for args, shown in steps:
         code, out, err = cli(*args)

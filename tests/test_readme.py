@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CLI
+from tests.hosted_mock import HostedAPIs
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKED = ("imported ", "wrote ", "error: ")
@@ -39,7 +40,8 @@ def test_readme_has_commands() -> None:
 
 @pytest.mark.network_pip
 @pytest.mark.slow
-def test_readme_commands_run(cli: CLI, tmp_path: Path) -> None:
+def test_readme_commands_run(cli: CLI, tmp_path: Path, hosted_apis: HostedAPIs) -> None:
+    """Hosted models (OpenAI, Anthropic, Gemini) answer through the offline mock."""
     pytest.importorskip("llama_cpp", reason="README's annotate runs a packaged model")
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     for args, shown in readme_commands():
