@@ -126,6 +126,7 @@ def _register() -> None:
         demo,
         evaluation,
         examples,
+        feedback,
         metrics,
         models,
         prompt,
@@ -153,6 +154,7 @@ def _register() -> None:
     app.command(name="report")(report.report)
     app.add_typer(users.app, name="users")
     app.add_typer(queue.app, name="queue")
+    app.add_typer(feedback.app, name="feedback")
     app.command(name="web")(web.web)
 
 
