@@ -1,4 +1,5 @@
-"""``tuneloop queue ...``: human annotation queues (create, list, show, assign, agreement)."""
+"""``tuneloop queue ...``: human annotation queues (create, list, show, assign, agreement) and
+their way out to vendors and annotation tools and back (export, import)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,13 @@ def create(
             help="JSONL items: record_id or id, optional responses [{model, text}] and suggestion."
         ),
     ] = None,
+    job: Annotated[
+        int | None,
+        typer.Option(
+            help="The records a labeling job (annotate run id) labelled: its label as the "
+            "suggestion, or its output as the response to rate or correct."
+        ),
+    ] = None,
     labels: Annotated[
         str | None, typer.Option(help="Label set, comma list (default: the dataset's).")
     ] = None,
@@ -106,7 +114,8 @@ def create(
     ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Create a queue from a dataset's records (splits, a sample, ids) or an items file."""
+    """Create a queue from a dataset's records (splits, a sample, ids), an items file, or the
+    records of a labeling job."""
     from tuneloop.workflows.queue_items import dataset_items, items_from_rows
     from tuneloop.workflows.queues import QueueSpec, create_queue
 
@@ -120,7 +129,13 @@ def create(
         options["prompt"] = prompt
     if no_tie:
         options["allow_tie"] = False
-    if items is not None:
+    if job is not None:
+        from tuneloop.workflows.job_items import job_items
+
+        if items is not None or dataset or ids or n is not None or split:
+            raise UserError("--job takes its records and dataset from the job; give it alone")
+        dataset, new_items = job_items(store, job, question, state.project_name)
+    elif items is not None:
         if ids or n is not None or split:
             raise UserError("give --items, or --ids / -n / --split, not both")
         new_items = items_from_rows(store, _item_rows(items), dataset, state.project_name)
@@ -135,7 +150,7 @@ def create(
             project=state.project_name,
         )
     else:
-        raise UserError("queue create needs --dataset or --items")
+        raise UserError("queue create needs --dataset, --items or --job")
     spec = QueueSpec(
         name=name,
         question=question,
@@ -283,3 +298,126 @@ def agreement(
     console.print(table)
     for note in result.notes:
         console.print(f"note: {escape(note)}")
+
+
+Format = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="csv or xlsx (a vendor task sheet), labelstudio or argilla.",
+        show_default=False,
+    ),
+]
+
+
+@app.command("export")
+def export(
+    name: QueueName,
+    out: Annotated[
+        Path,
+        typer.Option(help="The file (csv, xlsx) or folder (labelstudio, argilla) to write."),
+    ],
+    fmt: Format = None,
+) -> None:
+    """Write a queue for people outside tuneloop: a vendor task sheet (csv, xlsx) with
+    instructions and empty answer columns, Label Studio tasks and labeling config, or Argilla
+    dataset settings and records. Never gold labels or model names; LLM suggestions only where
+    the queue shows them."""
+    from tuneloop.workflows.queues import resolve_queue
+    from tuneloop.workflows.workforce import FORMATS, export_queue
+
+    if fmt is None:
+        suffix = out.suffix.lower().lstrip(".")
+        if suffix not in ("csv", "xlsx"):
+            raise UserError(f"pass --format ({', '.join(FORMATS)})")
+        fmt = suffix
+    store = state.store()
+    result = export_queue(store, None, resolve_queue(store, name, state.project_name), fmt, out)
+    console.print(f"queue {escape(result.queue)}: {result.items} items as {result.format}")
+    for path in result.paths:
+        console.print(f"  wrote {escape(str(path))}")
+
+
+def _mapping(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UserError(f"--annotator {pair!r}: write ID=USERNAME (e.g. 7=alice)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@app.command("import")
+def import_(
+    name: QueueName,
+    file: Annotated[Path, typer.Argument(help="The filled sheet, or the tool's export.")],
+    fmt: Format = None,
+    as_user: Annotated[
+        str | None,
+        typer.Option("--as", help="Every answer is this person's (a file from one annotator)."),
+    ] = None,
+    annotator: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Map a name, email or user id of the file to a username: ID=USERNAME (repeatable)."
+        ),
+    ] = None,
+    partial: Annotated[
+        bool, typer.Option("--partial", help="Accept a sheet that lacks some items' rows.")
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Import the answers of a filled vendor sheet, a Label Studio JSON export or Argilla
+    records into the queue: everything is checked first and one bad row imports nothing.
+    Annotators become people of tuneloop (added as annotators who cannot sign in), so agreement
+    and adjudication count their answers. Importing the same file again changes nothing."""
+    from tuneloop.workflows.queues import resolve_queue
+    from tuneloop.workflows.review import queue_agreement
+    from tuneloop.workflows.workforce import import_answers
+
+    store = state.store()
+    queue_id = resolve_queue(store, name, state.project_name)
+    result = import_answers(
+        store,
+        None,
+        queue_id,
+        file,
+        fmt,
+        as_user=as_user,
+        annotators=_mapping(annotator),
+        partial=partial or None,
+    )
+    agreement = queue_agreement(store, None, queue_id, resamples=200)
+    if as_json:
+        data = result.to_dict()
+        data["agreement"] = agreement.to_dict()
+        console.print_json(json.dumps(data))
+        return
+    console.print(
+        f"queue {escape(result.queue)}: {result.new} answers imported, {result.updated} updated, "
+        f"{result.unchanged} unchanged, {sum(result.skipped.values())} skipped "
+        f"(from {escape(result.file)}, source {result.source})"
+    )
+    for why, count in sorted(result.skipped.items()):
+        console.print(f"  skipped {count}: {escape(why)}")
+    if result.missing:
+        console.print(f"  {result.missing} items of the queue are not in the file")
+    console.print(f"annotators {', '.join(result.annotators) or 'none'}")
+    if result.new_users:
+        console.print(
+            f"  new people (annotators who cannot sign in): {', '.join(result.new_users)}"
+        )
+    if result.over_policy:
+        console.print(
+            f"  {result.over_policy} items now have more answers than the queue's people per item"
+        )
+    overall = agreement.overall
+    if overall is not None and overall.n_raters >= 2 and overall.n_items:
+        console.print(
+            f"agreement: Krippendorff's alpha ({overall.level}) {overall.alpha} over "
+            f"{overall.n_items} units, {overall.n_raters} annotators; pairs and disagreements: "
+            f"`tuneloop queue agreement {escape(name)}` and the reviewer pages"
+        )
+    elif agreement.level is not None:
+        console.print("agreement: needs two annotators on the same items")
