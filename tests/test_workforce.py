@@ -491,6 +491,7 @@ def test_label_studio_round_trip(world: tuple[Store, dict[str, Actor]], tmp_path
     # a choice outside the label set: one error naming the task and field, nothing imported
     export[3]["annotations"][1]["result"][0]["value"]["choices"] = ["neutral"]
     export[5]["data"]["tuneloop_item_id"] = 424242
+    del export[6]["data"]["tuneloop_item_id"]  # a task made in Label Studio, not by tuneloop
     path.write_text(json.dumps(export))
     with pytest.raises(ImportProblems) as err:
         import_answers(store, None, queue_id, path)
@@ -500,6 +501,7 @@ def test_label_studio_round_trip(world: tuple[Store, dict[str, Actor]], tmp_path
         "label 'neutral' is not one of ['pos', 'neg']" in message
     )
     assert f"{path} task 6 (id 6): field 'data.tuneloop_item_id': no item 424242" in message
+    assert f"{path} task 7 (id 7): field 'data.tuneloop_item_id': no item id" in message
     assert len(_answers(store, queue_id)) == 28
 
 

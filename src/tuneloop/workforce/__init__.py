@@ -107,6 +107,9 @@ class Collector:
     def item(self, location: str, raw: Any, name: str) -> int | None:
         """The item id of ``raw`` if it is one of the queue's items, else None (a problem)."""
         item_id = as_int(raw)
+        if raw is None or raw == "":
+            self.reading.problem(location, "no item id", name)
+            return None
         if item_id is None:
             self.reading.problem(location, f"item id {raw!r} is not a number", name)
             return None

@@ -227,9 +227,9 @@ def read_xlsx(path: Path, form: Form, items: Mapping[int, int]) -> Reading:
         table = [list(r) for r in wb[name].iter_rows(values_only=True)]
         queue = None
         if INSTRUCTIONS_SHEET in wb.sheetnames:
-            for key, value, *_ in wb[INSTRUCTIONS_SHEET].iter_rows(values_only=True):
-                if key == "queue":
-                    queue = cell_text(value)
+            for row in wb[INSTRUCTIONS_SHEET].iter_rows(values_only=True):
+                if len(row) > 1 and row[0] == "queue":
+                    queue = cell_text(row[1])
     finally:
         wb.close()
     reading = read_table(f"{path} sheet {name!r}", table, form, items)
