@@ -880,3 +880,23 @@ def test_draft_section_commands_run(cli: CLI, tmp_path: Path) -> None:
             assert line in out, (command, line, out)
     late = next(shown for command, shown in steps if "late.csv" in command)
     assert len(late) == 4 and "row 3: field 'rating': rating 6 must be one of" in late[1]
+
+
+def test_sheets_never_carry_formulas(tmp_path: Path) -> None:
+    """Record text that looks like a formula stays text for the vendor's spreadsheet."""
+    from openpyxl import load_workbook
+
+    from tuneloop.workforce import sheets
+
+    form = Form("q", "label", {"labels": ["pos", "neg"]}, None, ["text"], 0, False)
+    evil = '=HYPERLINK("http://evil.example","click")'
+    items = [
+        FormItem(1, {"text": evil}, [], None),
+        FormItem(2, {"text": "bell\x07 and -1"}, [], None),
+    ]
+    book = sheets.write_xlsx(form, items, tmp_path / "s.xlsx")[0]
+    cell = load_workbook(book)["Items"]["B2"]
+    assert (cell.value, cell.data_type) == (evil, "s")
+    assert load_workbook(book)["Items"]["B3"].value == "bell and -1"  # no control characters
+    rows = _read_csv(sheets.write_csv(form, items, tmp_path / "s.csv")[0])
+    assert rows[0]["text"] == "'" + evil and rows[1]["text"] == "bell\x07 and -1"
