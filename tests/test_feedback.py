@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,8 @@ def test_uncertainty_by_margin_and_entropy_and_reuse(
     opts = SelectOptions(dataset="abc", split="unsplit", n=3, queue="by-margin")
     result = select_hard(store, opts, [model])
     assert chosen_ids(result) == ["t1", "t2", "t5"]  # margins 0.04, 0.04, 0.15
-    assert result.chosen[0]["margin"] == pytest.approx(0.96)
+    assert result.chosen[0]["margin"] == pytest.approx(0.04)
+    assert result.chosen[0]["hardness"] == pytest.approx(0.96)  # 1 - margin
     assert result.chosen[0]["probs"] == pytest.approx(DISTRIBUTIONS["t1"])
     assert (result.scored, result.question, result.reused) == (6, "label", False)
     items = items_of(store, result.queue_id)
@@ -624,7 +626,7 @@ def test_feedback_round_on_the_tiny_model(
     assert code == 0, err
     selected = json.loads(out)
     assert len(selected["chosen"]) == 6 and selected["question"] == "label"
-    margins = [1 - c["margin"] for c in selected["chosen"]]
+    margins = [c["margin"] for c in selected["chosen"]]
     assert margins == sorted(margins)  # lowest margin first
     with store.transaction() as s:
         train_size = s.scalar(select(func.count()).where(Record.split == "train")) or 0
@@ -711,3 +713,76 @@ def test_feedback_round_on_the_tiny_model(
     assert diff["low"] <= diff["value"] <= diff["high"]
     assert {"only_a", "only_b", "p_value"} <= set(comparison["mcnemar"])
     assert comparison["verdict"]
+
+
+# --- the README section's commands --------------------------------------------------------------
+
+DRAFT = Path(__file__).resolve().parents[1] / "docs" / "drafts" / "feedback.md"
+SHOWN = ("imported ", "wrote ", "error: ")
+
+
+def test_draft_section_commands_run(
+    cli: CLI, store: Store, tmp_path: Path, tiny_base: Path
+) -> None:
+    """Every ``$ tuneloop`` line of the draft section's walkthrough runs in order (console and
+    text blocks), after what the README has made by then (the student trained from the tiny
+    base instead of SmolLM2); people answer where the section says they do; shown output lines
+    appear. (The other strategies at its end have a test each above.)"""
+    import shlex
+    import shutil
+
+    pytest.importorskip("trl")
+    root = Path(__file__).resolve().parents[1]
+    shutil.copytree(root / "examples", tmp_path / "examples")
+    before = [
+        "init --name movies",
+        "data import examples/reviews.jsonl --task classification --map text=review "
+        "--map label=sentiment --split 0.5,0.25,0.25 --gold 4",
+        f"train sft --dataset reviews --name reviews-student --labels mix --max-steps 4 "
+        f"--batch-size 2 --base {tiny_base} --threads 1",
+    ]
+    for line in before:
+        code, out, err = cli(*shlex.split(line))
+        assert code == 0, (line, out, err)
+    people = add_people(store)
+    steps: list[tuple[list[str], list[str]]] = []
+    walkthrough = DRAFT.read_text().split("Other ways to pick items")[0]  # those: tests above
+    for block in re.findall(r"```(?:console|text)\n(.*?)```", walkthrough, flags=re.S):
+        for text in block.splitlines():
+            if text.startswith("$ tuneloop "):
+                steps.append((shlex.split(text[2:])[1:], []))
+            elif steps and text.startswith(SHOWN):
+                steps[-1][1].append(text)
+    assert len(steps) >= 12
+    for args, shown in steps:
+        if args == ["web"]:  # people answer; a reviewer settles the one disagreement
+            hard = _queue_id(store, "reviews-hard")
+            _answer(store, people, hard, {"alice": [{"label": "positive"}] * 3})
+            _answer(
+                store, people, hard, {"bob": [{"label": "negative"}] + [{"label": "positive"}] * 2}
+            )
+            first = items_of(store, hard)[0]
+            adjudicate(store, people["rita"], hard, first.id, {"label": "negative"})
+            rank = _queue_id(store, "reviews-rank")
+            _answer(store, people, rank, {"alice": [{"ranking": [0, 1, 2]}] * 3})
+            continue
+        if args[:2] == ["train", "sft"]:
+            args = [*args, "--threads", "1"]
+        code, out, err = cli(*args)
+        expect_error = any(s.startswith("error: ") for s in shown)
+        assert code == (1 if expect_error else 0), (args, out, err)
+        for line in shown:
+            assert line in (err if line.startswith("error: ") else out).splitlines(), (args, out)
+        if args[:2] == ["train", "sft"]:
+            assert "human 3" in out, out
+        if args[:2] == ["eval", "compare"]:
+            assert "reviews-student-2" in out and "difference vs reviews-student" in out
+
+
+def _queue_id(store: Store, name: str) -> int:
+    from tuneloop.store.models import Queue
+
+    with store.transaction() as s:
+        found = s.scalar(select(Queue.id).where(Queue.name == name))
+    assert found is not None
+    return found

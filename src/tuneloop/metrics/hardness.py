@@ -86,16 +86,17 @@ def hardest(ranked: Mapping[int, Hard], n: int) -> list[int]:
 def by_uncertainty(
     answers: Mapping[int, tuple[str | None, Mapping[str, float] | None]], measure: str
 ) -> dict[int, Hard]:
-    """Each (answer, label distribution) by its uncertainty; an item with no answer is the
-    hardest; one with an answer but no distribution (a parsed answer) cannot be ranked."""
+    """Each (answer, label distribution) by its uncertainty (``1 - margin`` or the entropy;
+    both are kept with the distribution); an item with no answer is the hardest; one with an
+    answer but no distribution (a parsed answer) cannot be ranked."""
     ranked = {}
     for i, (answer, probs) in answers.items():
         if answer is None:
             ranked[i] = Hard(None, {"no_answer": True})
         elif probs is not None:
-            value = uncertainty(probs, measure)
             shown = {k: round(v, 6) for k, v in probs.items()}
-            ranked[i] = Hard(value, {measure: round(value, 6), "probs": shown})
+            measured = {"margin": round(margin(probs), 6), "entropy": round(entropy(probs), 6)}
+            ranked[i] = Hard(uncertainty(probs, measure), {**measured, "probs": shown})
     return ranked
 
 
