@@ -63,7 +63,7 @@ def create_app(
 ) -> FastAPI:
     """The app over an open store (the caller closes it) or a database URL (the app opens it
     and closes it at shutdown). ``secure_cookies``: None marks cookies Secure only on https."""
-    from tuneloop.web import api, pages
+    from tuneloop.web import api, pages, reports
 
     owned = isinstance(store, str)
     the_store = open_store(store) if isinstance(store, str) else store
@@ -83,6 +83,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(pages.router)
     app.include_router(api.router)
+    app.include_router(reports.router)
 
     @app.middleware("http")
     async def security_headers(

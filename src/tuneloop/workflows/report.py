@@ -10,13 +10,14 @@ views into tables and plots -> one self-contained HTML page.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tuneloop.errors import UserError
+from tuneloop.errors import NotFound, UserError
 from tuneloop.report.demo import DemoView, demo_sections
 from tuneloop.report.page import Page, render_page
 from tuneloop.report.sections import (
@@ -51,6 +52,61 @@ def write_report(store: Store, run_id: int, path: Path, *, project: str | None =
     return path
 
 
+@dataclass(frozen=True)
+class Reportable:
+    """A run that has a report: what the list of reports shows."""
+
+    run_id: int
+    kind: str
+    project: str
+    dataset: str | None
+    status: str
+    started_at: datetime
+    summary: str
+
+
+def reportable_runs(store: Store, *, limit: int = 200) -> list[Reportable]:
+    """Finished demo, evaluation and training runs of every project, newest first."""
+    from tuneloop.store.models import Dataset
+
+    with store.transaction() as session:
+        rows = session.execute(
+            select(Run, Project.name, Dataset.name, Dataset.version)
+            .join(Project, Project.id == Run.project_id)
+            .outerjoin(Dataset, Dataset.id == Run.dataset_id)
+            .where(Run.kind.in_(KINDS), Run.status == "finished")
+            .order_by(Run.id.desc())
+            .limit(limit)
+        ).all()
+        return [
+            Reportable(
+                run.id,
+                run.kind,
+                project_name,
+                None if name is None else f"{name}@{version}",
+                run.status,
+                run.started_at,
+                _summary(run),
+            )
+            for run, project_name, name, version in rows
+        ]
+
+
+def _summary(run: Run) -> str:
+    """One line about a run for the list of reports."""
+    config, stats = run.config or {}, run.stats or {}
+    if run.kind == "train":
+        loss = stats.get("final_loss")
+        tail = "" if loss is None else f", final loss {loss:.4f}"
+        return f"model {stats.get('model', config.get('name', '?'))}{tail}"
+    if run.kind == "evaluate":
+        model = config.get("model")
+        accuracy = (stats.get("metrics") or {}).get("accuracy")
+        tail = "" if not isinstance(accuracy, dict) else f", accuracy {accuracy['value']:.3f}"
+        return f"{config.get('prompt') or 'chat format'} by {model or '?'}{tail}"
+    return "quick demo" if config.get("quick") else "demo"
+
+
 def default_report_path(store: Store, run_id: int, project_dir: Path) -> Path:
     """``PROJECT_DIR/reports/KIND-run-ID.html``."""
     with store.transaction() as session:
@@ -65,7 +121,7 @@ def build_page(store: Store, run_id: int, *, project: str | None = None) -> Page
         owner = None if run is None else session.get(Project, run.project_id)
         if run is None or owner is None or (project is not None and owner.name != project):
             where = f" in project {project!r}" if project else ""
-            raise UserError(f"no run {run_id}{where}")
+            raise NotFound(f"no run {run_id}{where}")
         kind, project_name = run.kind, owner.name
     if kind == "evaluate":
         return _evaluation_page(store, run_id, project_name)
