@@ -760,13 +760,15 @@ def test_queue_export_import_cli_and_a_labeling_job(cli: CLI, tmp_path: Path) ->
 # --- the draft README section runs as written ------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
-DRAFT = ROOT / "docs" / "drafts" / "workforce.md"
+SECTION = "## Vendors, Label Studio and Argilla"
 CHECKED_OUTPUT = ("queue ", "  wrote ", "annotators ", "  new people", "  skipped ", "error: ")
 
 
 def _draft_steps() -> list[tuple[str, list[str]]]:
     steps: list[tuple[str, list[str]]] = []
-    for block in re.findall(r"```text\n(.*?)```", DRAFT.read_text(), flags=re.S):
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split(SECTION, 1)[1].split("\n## ", 1)[0]
+    for block in re.findall(r"```text\n(.*?)```", section, flags=re.S):
         for line in block.splitlines():
             if line.startswith("$ tuneloop "):
                 steps.append((line[len("$ tuneloop ") :], []))
@@ -839,8 +841,8 @@ def _fill_draft_file(name: str, tmp_path: Path) -> None:
         target.write_text(json.dumps(flat))
 
 
-def test_draft_section_commands_run(cli: CLI, tmp_path: Path) -> None:
-    """Every `$ tuneloop` line of docs/drafts/workforce.md, in order, after the walkthrough's
+def test_readme_section_commands_run(cli: CLI, tmp_path: Path) -> None:
+    """Every `$ tuneloop` line of README's vendors section, in order, after the walkthrough's
     imports; the fake model stands in for SmolLM2, a script for the people."""
     import shlex
     import shutil
