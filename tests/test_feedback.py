@@ -197,6 +197,12 @@ def test_uncertainty_by_margin_and_entropy_and_reuse(
         dataset="abc", split="unsplit", n=2, measure="entropy", include_queued=True
     )
     assert chosen_ids(select_hard(store, with_queued, [model])) == ["t2", "t5"]
+    with store.transaction() as s:
+        runs = s.scalar(select(func.count()).where(Run.kind == "feedback-select"))
+    with pytest.raises(UserError, match="no records in split unsplit that are not in a label"):
+        select_hard(store, SelectOptions(dataset="abc", split="unsplit", n=5), [model])
+    with store.transaction() as s:  # the refused selection left no run behind
+        assert s.scalar(select(func.count()).where(Run.kind == "feedback-select")) == runs
 
 
 def test_disagreement_among_model_llms_people_and_reference(
@@ -269,6 +275,18 @@ def test_judge_low_on_a_generative_task(cli: CLI, store: Store, tmp_path: Path) 
         select_hard(store, SelectOptions(dataset="qa", split="unsplit"), [model])
     with pytest.raises(UserError, match="judge-low needs --judge"):
         select_hard(store, opts, [model])
+    # a label is no answer to an open question: apply refuses a label queue on these records
+    people = add_people(store)
+    spec = QueueSpec("qa-labels", "label", {"labels": ["ok", "wrong"]}, members=["alice"])
+    with store.transaction() as s:
+        first = s.scalars(select(Record.id).order_by(Record.position)).first()
+    assert first is not None
+    labelled = create_queue(store, spec, [NewItem(first)]).id
+    _answer(store, people, labelled, {"alice": [{"label": "ok"}]})
+    with pytest.raises(
+        UserError, match=r"item 1: a label is no answer to open_qa records \(qa@1\)"
+    ):
+        apply_feedback(store, "qa-labels")
 
 
 def test_slice_takes_the_failing_items_of_the_worst_slices(
@@ -348,6 +366,9 @@ def test_k_responses_sampled_or_one_per_model(cli: CLI, store: Store, abc: None)
         )
     with pytest.raises(UserError, match="pairwise or ranking queues only"):
         select_hard(store, SelectOptions(dataset="abc", question="rating"), models)
+    unscored = ref(store, Scripted("endpoint", answer=lambda text: "a"))
+    with pytest.raises(UserError, match="uncertainty needs label scores, and endpoint gives"):
+        select_hard(store, SelectOptions(dataset="abc", split="unsplit"), [unscored])
     with pytest.raises(UserError, match="unknown strategy 'hardest'"):
         select_hard(store, SelectOptions(dataset="abc", strategy="hardest"), models[:1])
     with pytest.raises(UserError, match="--dataset is needed"):

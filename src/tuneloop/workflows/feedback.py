@@ -132,7 +132,9 @@ def select_hard(
         check_families(model, judge, opts.allow_same_family)
     with store.transaction() as session:
         project = get_project(session, opts.project)
-        dataset = resolve_dataset(session, project, opts.dataset or _trained_on(session, model))
+        dataset = resolve_dataset(
+            session, project, opts.dataset or _trained_on(session, project.id, model)
+        )
         task, labels, dataset_ref = dataset.task_type, list(dataset.labels or []), dataset.ref
         closed = task in CLOSED
         if opts.strategy == "uncertainty" and not closed:
@@ -173,12 +175,12 @@ def select_hard(
             for r in iter_records(session, dataset, [split])
         ]
         queued = set() if opts.include_queued else _queued(session, project.id, opts.question)
-    pool = [r for r in records if r[0] not in queued]
-    if not pool:
-        raise UserError(
-            f"{dataset_ref} has no records in split {split} that are not in a {opts.question} "
-            "queue already (pass --include-queued to ask again)"
-        )
+        pool = [r for r in records if r[0] not in queued]
+        if not pool:  # nothing written: the new run goes with the transaction
+            raise UserError(
+                f"{dataset_ref} has no records in split {split} that are not in a "
+                f"{opts.question} queue already (pass --include-queued to ask again)"
+            )
     notes: list[str] = []
     if len(pool) < len(records):
         notes.append(f"{len(records) - len(pool)} records already in a {opts.question} queue")
@@ -199,6 +201,11 @@ def select_hard(
             ranked = by_uncertainty(
                 {it.record_id: (it.answer, it.probs) for it in scored}, opts.measure
             )
+            if not any(it.probs for it in scored):
+                raise UserError(
+                    f"uncertainty needs label scores, and {model.name} gives none (an HTTP "
+                    "endpoint scores no labels): use --strategy disagreement or slice"
+                )
             if len(ranked) < len(scored):
                 notes.append(f"{len(scored) - len(ranked)} answers had no label scores (left out)")
         elif opts.strategy == "disagreement":
@@ -296,8 +303,10 @@ def select_hard(
             return _result(run_id, False, made, stats)
 
 
-def _trained_on(session: Session, model: ModelRef) -> str:
-    entry = session.scalar(select(ModelEntry).where(ModelEntry.name == model.name))
+def _trained_on(session: Session, project_id: int, model: ModelRef) -> str:
+    entry = session.scalar(
+        select(ModelEntry).where(ModelEntry.project_id == project_id, ModelEntry.name == model.name)
+    )
     dataset = session.get(Dataset, entry.dataset_id) if entry and entry.dataset_id else None
     if dataset is None:
         raise UserError(f"--dataset is needed: {model.name} is not a model trained here")

@@ -158,7 +158,7 @@ def apply_feedback(store: Store, queue_ref: str, project: str = "default") -> Ap
             record = records[final.record_id]
             position = items[final.item_id].position + 1
             value = final.value.get("label", final.value.get("text"))
-            _check_label(queue.name, position, value, record)
+            _check_label(queue.name, queue.question, position, value, record)
             old = applied.get(final.record_id)
             if old is not None and old.value == value:
                 unchanged += 1
@@ -222,9 +222,15 @@ def _deciders(session: Session, queue_id: int) -> dict[int, int]:
     return out
 
 
-def _check_label(queue: str, position: int, value: Any, record: _Record) -> None:
-    """A closed task's label must be one of its labels (or the record's choices)."""
+def _check_label(queue: str, question: str, position: int, value: Any, record: _Record) -> None:
+    """A closed task's label must be one of its labels (or the record's choices); a generative
+    task's answer comes from a correction, not from a label."""
     task = record.dataset.task_type
+    if question == "label" and task not in ("classification", "multiple_choice"):
+        raise UserError(
+            f"queue {queue!r} item {position}: a label is no answer to {task} records "
+            f"({record.dataset.ref}); correct their answers in a correction queue"
+        )
     allowed = None
     if task == "classification":
         allowed = list(record.dataset.labels or [])
