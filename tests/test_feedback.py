@@ -738,14 +738,14 @@ def test_feedback_round_on_the_tiny_model(
 
 # --- the README section's commands --------------------------------------------------------------
 
-DRAFT = Path(__file__).resolve().parents[1] / "docs" / "drafts" / "feedback.md"
+SECTION = "## Feedback on the model"
 SHOWN = ("imported ", "wrote ", "error: ")
 
 
-def test_draft_section_commands_run(
+def test_readme_section_commands_run(
     cli: CLI, store: Store, tmp_path: Path, tiny_base: Path
 ) -> None:
-    """Every ``$ tuneloop`` line of the draft section's walkthrough runs in order (console and
+    """Every ``$ tuneloop`` line of README's feedback walkthrough runs in order (console and
     text blocks), after what the README has made by then (the student trained from the tiny
     base instead of SmolLM2); people answer where the section says they do; shown output lines
     appear. (The other strategies at its end have a test each above.)"""
@@ -767,7 +767,9 @@ def test_draft_section_commands_run(
         assert code == 0, (line, out, err)
     people = add_people(store)
     steps: list[tuple[list[str], list[str]]] = []
-    walkthrough = DRAFT.read_text().split("Other ways to pick items")[0]  # those: tests above
+    readme = (root / "README.md").read_text()
+    section = readme.split(SECTION, 1)[1].split("\n## ", 1)[0]
+    walkthrough = section.split("Other ways to pick items")[0]  # those: tests above
     for block in re.findall(r"```(?:console|text)\n(.*?)```", walkthrough, flags=re.S):
         for text in block.splitlines():
             if text.startswith("$ tuneloop "):
