@@ -19,7 +19,7 @@ from tuneloop.llm.factory import ModelHandle
 from tuneloop.llm.providers.fake import FakeProvider
 from tuneloop.llm.types import Message
 from tuneloop.store.db import Store, open_store
-from tuneloop.store.models import LLMCall, Run, TrainStep
+from tuneloop.store.models import LLMCall, Queue, QueueItem, Record, Run, TrainStep
 from tuneloop.workflows.demo import DemoConfig
 from tuneloop.workflows.evaluate import EvaluateOptions, ModelRef, evaluate
 from tuneloop.workflows.prompts import PromptSpec, create_prompt
@@ -36,7 +36,17 @@ DEMO_PLOTS = [
     "gold-comparison",
     "confusion-gold",
 ]
-STAGES = ["data", "eyeball", "evaluate v1", "evaluate v2", "compare", "apply", "fine-tune", "gold"]
+STAGES = [
+    "data",
+    "eyeball",
+    "evaluate v1",
+    "evaluate v2",
+    "compare",
+    "apply",
+    "fine-tune",
+    "gold",
+    "review",
+]
 V1 = "Answer with exactly one of: {{ labels | join(', ') }}.\n\nText:\n{{ text }}"
 
 
@@ -323,6 +333,7 @@ def fake_demo(monkeypatch: pytest.MonkeyPatch, tiny_base: Path) -> DemoConfig:
         annotate_n=24,
         student_base=str(tiny_base),
         train_max_steps=3,
+        review_n=5,
     )
     monkeypatch.setattr(demo, "QUICK", config)
     real = demo.open_model
@@ -373,11 +384,28 @@ def test_demo_records_itself_and_writes_its_report(
         gold_student = s.get(Run, runs["gold"]["student"])
         assert gold_student is not None
         student_accuracy = gold_student.stats["metrics"]["accuracy"]
+        # the review stage: the student's 5 least sure validation records, queued for people
+        review = stages["review"]
+        queue = s.scalars(select(Queue).where(Queue.name == review["queue"])).one()
+        assert review["queue"] == f"{fake_demo.dataset_name}-hard" and review["items"] == 5
+        assert queue.question == "label" and review["people"] == {
+            "demo-admin": "admin",
+            "demo-annotator": "annotator",
+        }
+        items = s.scalars(select(QueueItem).where(QueueItem.queue_id == queue.id)).all()
+        splits = {s.get(Record, item.record_id).split for item in items}  # type: ignore[union-attr]
+        assert len(items) == 5 and splits == {"validation"}
         v1_accuracy = v1.stats["metrics"]["accuracy"]
         final_loss = train.stats["final_loss"]
         first = demo.id
     path = tmp_path / "reports" / f"demo-run-{first}.html"
     assert f"report: {path}" in out
+    passwords = tmp_path / ".tuneloop" / "demo-passwords.txt"
+    assert "sign in as demo-annotator" in out and str(passwords) in out
+    assert passwords.stat().st_mode & 0o777 == 0o600
+    lines = passwords.read_text().splitlines()
+    assert [line.split(" ")[0] for line in lines] == ["demo-admin", "demo-annotator"]
+    assert lines[0].split(": ")[1] not in out  # the password is in the file only
     html = path.read_text(encoding="utf-8")
     assert plots_of(html) == DEMO_PLOTS
     assert f"tuneloop demo, run {first}" in html

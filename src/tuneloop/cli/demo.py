@@ -24,8 +24,10 @@ def demo(
     locked gold slice; eyeball prompt v1 of the packaged Qwen annotator, evaluate it against
     the dataset's labels, revise to v2, evaluate and compare; apply the better one to the
     training records; fine-tune SmolLM2-135M with LoRA on those labels; evaluate base,
-    annotator and student on the gold slice. (Later stages join as they land.) A second run
-    reuses finished stages. Ends by writing the run's HTML report (plots of every stage)."""
+    annotator and student on the gold slice; queue the validation records the student is
+    least sure about for people, with a demo admin and annotator for the web app. (Later
+    stages join as they land.) A second run reuses finished stages. Ends by writing the run's
+    HTML report (plots of every stage)."""
     from collections.abc import Callable, Iterator
     from contextlib import contextmanager
 
@@ -52,4 +54,15 @@ def demo(
     console.print("see the LLM calls: tuneloop calls stats")
     console.print(f"next: tuneloop prompt slices {PROMPT}@1 --show-examples 2")
     console.print(f"      tuneloop prompt compare {PROMPT}@1 {PROMPT}@2")
+    review = result.review
+    if review is not None:
+        console.print(
+            f"web app: tuneloop web, then open http://127.0.0.1:8000 and sign in as "
+            f"demo-annotator to answer queue {review.queue}, or as demo-admin to see the "
+            f"reports; passwords in {review.passwords}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if review.new_people:
+            console.print(f"made people {', '.join(review.new_people)} (passwords in that file)")
     console.print(f"report: {result.report}", highlight=False, soft_wrap=True)

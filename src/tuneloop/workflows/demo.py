@@ -34,6 +34,7 @@ from tuneloop.training.config import TrainConfig
 from tuneloop.workflows.annotate import AnnotateOptions, annotate
 from tuneloop.workflows.compare import compare_runs
 from tuneloop.workflows.demo_log import DemoLog, run_of_labels
+from tuneloop.workflows.demo_review import ReviewStage, review_stage
 from tuneloop.workflows.evaluate import EvaluateOptions, ModelRef, evaluate
 from tuneloop.workflows.examples import import_example
 from tuneloop.workflows.eyeball import EyeballOptions, eyeball
@@ -41,7 +42,7 @@ from tuneloop.workflows.prompts import create_prompt, edit_prompt, starter
 from tuneloop.workflows.report import write_report
 from tuneloop.workflows.train import sft
 
-STAGES = 7
+STAGES = 8
 PROMPT = "sentiment"
 
 
@@ -60,6 +61,7 @@ class DemoConfig:
     student_base: str = "smollm2-135m-instruct"
     train_epochs: float = 1.0
     train_max_steps: int | None = None
+    review_n: int = 50  # the student's hardest validation records, queued for people
 
     @property
     def dataset_name(self) -> str:
@@ -75,6 +77,7 @@ QUICK = DemoConfig(
     evaluate_n=40,
     annotate_n=40,
     train_max_steps=10,
+    review_n=10,
 )
 
 
@@ -96,6 +99,7 @@ class DemoResult:
     annotation: dict[str, Any] = field(default_factory=dict)
     student: dict[str, Any] = field(default_factory=dict)
     gold: dict[str, Any] = field(default_factory=dict)  # model -> its evaluation on gold
+    review: ReviewStage | None = None  # people and the queue of the student's hardest items
     run_id: int | None = None  # the demo's own run
     report: Path | None = None
 
@@ -235,6 +239,37 @@ def _stages(
         runs={role: result.gold[name]["run_id"] for role, name in models.items()},
         models=models,
         comparisons=comparisons,
+    )
+    say(
+        f"[8/{STAGES}] review: the {config.review_n} validation records "
+        f"{result.student['model']} is least sure about, queued for people in the web app"
+    )
+    log.begin("review")
+    with meter("select", None) as on_row:
+        counted = [0]
+
+        def on_progress(p: Any) -> None:
+            on_row(p.done - counted[0])
+            counted[0] = p.done
+
+        result.review = review_stage(
+            store,
+            dataset=result.ref,
+            student=result.student["model"],
+            n=config.review_n,
+            seed=seed,
+            project=project,
+            project_dir=project_dir,
+            say=say,
+            on_progress=on_progress,
+        )
+    log.end(
+        "review",
+        reused=result.review.reused,
+        runs={"selection": result.review.run_id},
+        queue=result.review.queue,
+        items=result.review.items,
+        people=result.review.people,
     )
     return result
 
