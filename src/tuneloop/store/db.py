@@ -12,9 +12,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from tuneloop.errors import UserError
 from tuneloop.store.models import Project
@@ -102,6 +102,23 @@ def open_store(url: str, *, migrate_schema: bool = True) -> Store:
     if migrate_schema:
         migrate(engine)
     return Store(engine, sessionmaker(engine, expire_on_commit=False))
+
+
+def lock_row(session: Session, id_column: InstrumentedAttribute[int], row_id: int) -> None:
+    """Serialize this transaction with every other that locks the same row, until it ends:
+    the reads that follow see everything committed before, and no other such transaction
+    writes in between (check, then write, without a race). Call it before the transaction
+    writes anything.
+
+    PostgreSQL locks the row (``SELECT ... FOR UPDATE``). SQLite has one writer at a time for
+    the whole database, so it takes the write lock now (``BEGIN IMMEDIATE``; the driver would
+    otherwise begin the transaction only at its first write, after the reads)."""
+    if session.get_bind().dialect.name == "sqlite":
+        driver = session.connection().connection.dbapi_connection
+        if driver is not None and not getattr(driver, "in_transaction", True):
+            session.execute(text("BEGIN IMMEDIATE"))
+        return
+    session.execute(select(id_column).where(id_column == row_id).with_for_update())
 
 
 def get_project(session: Session, name: str) -> Project:

@@ -9,6 +9,10 @@ that has fewer answers plus holds of others than the policy's people per item; a
 ``HOLD`` and makes sure no more people than that work on one item) -> ``submit`` (a person's
 second submit on an item replaces their answer) -> ``skip`` -> ``undo_last`` (their newest web
 answer goes back to being a held draft) -> ``progress``.
+
+Every change to a queue's answers and holds locks the queue first (``lock_row``: a row lock on
+PostgreSQL, the write lock on SQLite), so that people answering at the same moment are counted
+one after the other: no answer is lost or doubled and no item gets more people than the policy.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from tuneloop.errors import Conflict, NotFound, UserError
 from tuneloop.questions import AnswerError, check_value, label_keys
-from tuneloop.store.db import Store
+from tuneloop.store.db import Store, lock_row
 from tuneloop.store.models import (
     Adjudication,
     Answer,
@@ -150,7 +154,7 @@ def next_item(store: Store, actor: Actor, queue_id: int) -> ItemView | None:
     """The item this person should answer next (held for them), or None when none is left."""
     with store.transaction() as session:
         queue = load_queue(session, actor, queue_id, work=True)
-        session.execute(select(Queue.id).where(Queue.id == queue.id).with_for_update())
+        lock_row(session, Queue.id, queue.id)
         now = _now()
         answered_by_me = exists().where(
             Answer.queue_item_id == QueueItem.id, Answer.user_id == actor.id
@@ -228,7 +232,7 @@ def submit(
     """Store this person's answer (replacing their earlier one); the answer's id."""
     with store.transaction() as session:
         queue = load_queue(session, actor, queue_id, work=True)
-        session.execute(select(Queue.id).where(Queue.id == queue.id).with_for_update())
+        lock_row(session, Queue.id, queue.id)
         item = _item(session, queue, item_id)
         try:
             clean = check_value(queue.question, queue.options, value, len(item.responses or []))
@@ -263,6 +267,7 @@ def skip(store: Store, actor: Actor, queue_id: int, item_id: int) -> None:
     """Not this item now: it is not served to this person again until they reset skips."""
     with store.transaction() as session:
         queue = load_queue(session, actor, queue_id, work=True)
+        lock_row(session, Queue.id, queue.id)
         item = _item(session, queue, item_id)
         _hold(session, item.id, actor.id)
         claim = session.scalar(
@@ -278,6 +283,7 @@ def reset_skips(store: Store, actor: Actor, queue_id: int) -> int:
     """Serve this person's skipped items again; how many there were."""
     with store.transaction() as session:
         queue = load_queue(session, actor, queue_id, work=True)
+        lock_row(session, Queue.id, queue.id)
         ids = select(QueueItem.id).where(QueueItem.queue_id == queue.id)
         result = session.execute(
             delete(QueueClaim).where(
@@ -294,6 +300,7 @@ def undo_last(store: Store, actor: Actor, queue_id: int) -> int | None:
     with the answer as a draft. The item's id, or None when there is nothing to undo."""
     with store.transaction() as session:
         queue = load_queue(session, actor, queue_id, work=True)
+        lock_row(session, Queue.id, queue.id)
         answer = session.scalar(
             select(Answer)
             .join(QueueItem, QueueItem.id == Answer.queue_item_id)

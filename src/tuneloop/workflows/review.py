@@ -29,7 +29,7 @@ from tuneloop.questions import (
     check_value,
     same_answer,
 )
-from tuneloop.store.db import Store
+from tuneloop.store.db import Store, lock_row
 from tuneloop.store.models import Adjudication, Answer, Dataset, Queue, QueueItem, Record, User
 from tuneloop.tasks import task_spec
 from tuneloop.workflows.queues import load_queue
@@ -232,6 +232,7 @@ def adjudicate(
     _require_reviewer(actor)
     with store.transaction() as session:
         queue = load_queue(session, actor, queue_id)
+        lock_row(session, Queue.id, queue.id)
         item = session.get(QueueItem, item_id)
         if item is None or item.queue_id != queue.id:
             raise NotFound(f"no item {item_id} in queue {queue.name!r}")

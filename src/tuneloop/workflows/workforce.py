@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tuneloop.errors import Forbidden, InputError, UserError
-from tuneloop.store.db import Store
+from tuneloop.store.db import Store, lock_row
 from tuneloop.store.models import Answer, Dataset, Queue, QueueItem, Record, User
 from tuneloop.tasks import task_spec
 from tuneloop.workflows.queues import load_queue
@@ -337,7 +337,7 @@ def import_answers(
     now = datetime.now(UTC)
     with store.transaction() as session:
         queue = load_queue(session, actor, queue_id)
-        session.execute(select(Queue.id).where(Queue.id == queue.id).with_for_update())
+        lock_row(session, Queue.id, queue.id)
         users = _people(session, {n for n in names if n is not None}, result)
         suggestions = {
             i.id: i.suggestion.get("value")
