@@ -1,5 +1,6 @@
 """``tuneloop feedback ...``: challenging examples into review queues, and people's answers
-back into training data (human labels, SFT and preference records, ratings)."""
+back into training data (human labels, SFT and preference records, ratings); simulated
+annotators answer label queues for experiments."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tuneloop.errors import UserError
 
 app = typer.Typer(
     help="Human feedback on a model: select the items it finds hardest into a review queue, "
-    "then turn the answers into training data.",
+    "then turn the answers into training data (or simulate the answers, for experiments).",
     no_args_is_help=True,
 )
 
@@ -65,7 +66,10 @@ def select(
     split: Annotated[str, typer.Option(help="Split whose records are scored.")] = "validation",
     strategy: Annotated[
         str,
-        typer.Option(help="uncertainty, disagreement, judge-low or slice."),
+        typer.Option(
+            help="uncertainty, disagreement, judge-low, slice, or random (a seeded uniform "
+            "sample: the baseline)."
+        ),
     ] = "uncertainty",
     n: Annotated[int, typer.Option("-n", "--n", help="How many items the queue gets.")] = 100,
     question: Annotated[
@@ -99,7 +103,9 @@ def select(
             "--include-queued", help="Also records already in a queue of this question type."
         ),
     ] = False,
-    seed: Annotated[int, typer.Option(help="Seed of samples and response order.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of samples, response order and the random draw.")
+    ] = 0,
     max_tokens: Annotated[int, typer.Option(help="Longest generated answer.")] = 256,
     annotators_per_item: Annotated[
         int, typer.Option("--annotators-per-item", "-k", help="Distinct people per item.")
@@ -122,8 +128,9 @@ def select(
 ) -> None:
     """Score a split's records with a model and put the ones it finds hardest into a new
     review queue: lowest label margin (or highest entropy), disagreement among the model, LLM
-    annotators, people and the reference, lowest judge rating, or the worst slices. Pairwise
-    and ranking queues show K responses per item. The same options reuse the selection."""
+    annotators, people and the reference, lowest judge rating, or the worst slices; or a
+    seeded random sample, the baseline to beat. Pairwise and ranking queues show K responses per
+    item. The same options reuse the selection."""
     from tuneloop.cli.protocol import open_models, stage_bars
     from tuneloop.workflows.feedback import SelectOptions, select_hard
 
@@ -248,3 +255,56 @@ def export(
         f"{escape(result.queue)} to {escape(str(result.path))}"
         + (f" (dropped: {skipped})" if skipped else "")
     )
+
+
+@app.command("simulate")
+def simulate(
+    queue: QueueRef,
+    noise: Annotated[
+        float,
+        typer.Option(help="Chance that an answer is another label than the true one (0..1)."),
+    ] = 0.1,
+    annotators: Annotated[
+        int | None,
+        typer.Option(help="Simulated people (sim-1, sim-2, ...); default: the queue's per item."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the flips.")] = 0,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the true label is: meta.NAME for a metadata field (default: the "
+            "record's reference output)."
+        ),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Answer a label queue without people, for experiments: simulated annotators (users
+    sim-1, sim-2, ... who cannot sign in) give each record's true label, another label with
+    probability --noise, through the same answering as the web app (source "simulated"; the
+    queue's people per item hold). Running it again adds nothing."""
+    from tuneloop.workflows.feedback_simulate import SimulateOptions, simulate_answers
+
+    opts = SimulateOptions(
+        queue=queue,
+        noise=noise,
+        annotators=annotators,
+        seed=seed,
+        reference=reference,
+        project=state.project_name,
+    )
+    result = simulate_answers(state.store(), opts)
+    if as_json:
+        console.print_json(json.dumps(result.__dict__))
+        return
+    people = ", ".join(result.annotators)
+    console.print(
+        f"queue {escape(result.queue)}: {result.answers} simulated answers from {people} "
+        f"({result.flipped} flipped, noise {noise:g}); {result.complete} of {result.items} "
+        "items complete"
+    )
+    if result.new_users:
+        console.print(
+            f"new simulated annotators (no password, cannot sign in): {', '.join(result.new_users)}"
+        )
+    for note in result.notes:
+        console.print(f"note: {escape(note)}")

@@ -1,12 +1,14 @@
 """How hard an item is for a model: the uncertainty of its label distribution (margin,
 entropy) and the disagreement among the answers it got (the model's, LLM annotators', people's,
-the reference). Pure functions; higher ``hardness`` means harder.
+the reference); or a seeded random key, the baseline. Pure functions; higher ``hardness`` means
+harder.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -116,3 +118,11 @@ def by_disagreement(
             details = {"disagreement": round(value, 6), "votes": dict(given)}
             ranked[i] = Hard(value, details, unsure.get(i, 0.0))
     return ranked
+
+
+def by_random(names: Mapping[int, str], seed: int) -> dict[int, Hard]:
+    """A seeded uniform random key for each item (from ``names``: a stable name per id), as
+    its "hardness": the ``n`` highest keys are a uniform sample without replacement, the same
+    for the same seed and names whatever their order; a later draw that leaves out the items
+    taken before continues the same random order. The baseline other strategies must beat."""
+    return {i: Hard(random.Random(f"{seed}:{name}").random()) for i, name in names.items()}

@@ -7,12 +7,13 @@ model through the engine, the calls ``tuneloop eval`` and ``annotate`` make (lab
 closed tasks, a greedy answer for generative ones; cached, so a re-run costs nothing; no label
 is written) -> rank by the strategy: ``uncertainty`` (1 - margin, or the entropy, of the label
 distribution), ``disagreement`` (among the model, LLM annotators, people and the reference),
-``judge-low`` (the judge's rating of the model's answer, lowest first) or ``slice`` (the failing
-items of the worst slices of the model's evaluation) -> the top n -> the responses people judge
-(the model's answer; for pairwise and ranking K samples from one model, or one answer from each
-model, in a seeded random order) -> the queue, through ``create_queue`` (one transaction; people
-never see model names or reference outputs) -> the run finished with the strategy, the scores
-and the chosen records.
+``judge-low`` (the judge's rating of the model's answer, lowest first), ``slice`` (the failing
+items of the worst slices of the model's evaluation) or ``random`` (a seeded uniform sample, the
+baseline; the model answers only the items drawn, and only where people see its answer) -> the
+top n -> the responses people judge (the model's answer; for pairwise and ranking K samples from
+one model, or one answer from each model, in a seeded random order) -> the queue, through
+``create_queue`` (one transaction; people never see model names or reference outputs) -> the
+run finished with the strategy, the scores and the chosen records.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from tuneloop.metrics.hardness import (
     MEASURES,
     Hard,
     by_disagreement,
+    by_random,
     by_uncertainty,
     hardest,
     margin,
@@ -59,14 +61,14 @@ from tuneloop.workflows.queue_items import NewItem
 from tuneloop.workflows.queues import QueueSpec, create_queue
 from tuneloop.workflows.sampling import default_splits
 
-STRATEGIES = ("uncertainty", "disagreement", "judge-low", "slice")
+STRATEGIES = ("uncertainty", "disagreement", "judge-low", "slice", "random")
 
 
 @dataclass
 class SelectOptions:
     dataset: str | None = None  # NAME[@VERSION]; default: the dataset the model was trained on
     split: str = "validation"
-    strategy: str = "uncertainty"  # uncertainty | disagreement | judge-low | slice
+    strategy: str = "uncertainty"  # uncertainty | disagreement | judge-low | slice | random
     n: int = 100
     question: str = "label"  # the queue's question type
     queue: str | None = None  # default: DATASET-STRATEGY-RUN
@@ -94,7 +96,7 @@ class SelectResult:
     queue: str
     question: str
     strategy: str
-    scored: int  # records of the split the model answered
+    scored: int  # records of the split the model answered (random: the drawn ones, if any)
     chosen: list[dict[str, Any]]
     notes: list[str]
 
@@ -191,13 +193,24 @@ def select_hard(
 
     with marks_interruption(store, run_id):
         engine = model.make_engine(run_id)
+        ranked: dict[int, Hard] = {}
+        if opts.strategy == "random":  # draw first; the model answers what people will see
+            ranked = by_random({rid: name for rid, name, _ in pool}, opts.seed)
+            drawn = set(hardest(ranked, opts.n))
+            pool = [r for r in pool if r[0] in drawn]
+        ask = opts.strategy != "random" or k == 1  # people see the model's answer
         scored: list[_Scored] = []
         for done, (rid, name, fields) in enumerate(pool, 1):
+            if not ask:
+                scored.append(_Scored(rid, name, fields, None))
+                continue
             scored.append(_score(engine, task, labels, rid, name, fields, opts.max_tokens))
             tell("score", done, len(pool))
         _attach_probabilities(store, scored)
 
-        if opts.strategy == "uncertainty":
+        if opts.strategy == "random":
+            pass  # drawn above
+        elif opts.strategy == "uncertainty":
             ranked = by_uncertainty(
                 {it.record_id: (it.answer, it.probs) for it in scored}, opts.measure
             )
@@ -290,7 +303,7 @@ def select_hard(
         stats = {
             "strategy": opts.strategy,
             "split": split,
-            "scored": len(scored),
+            "scored": len(scored) if ask else 0,
             "chosen": chosen,
             "queue_id": info.id,
             "queue": info.name,
