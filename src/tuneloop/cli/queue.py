@@ -49,17 +49,9 @@ def _rubric(path: Path) -> dict[str, Any]:
 
 
 def _item_rows(path: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    text = _read_text(path, "items file")
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{number}: not JSON: {exc.msg}") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object")
-        yield f"{path}:{number}", row
+    from tuneloop.workflows.queue_items import jsonl_rows
+
+    return jsonl_rows(_read_text(path, "items file"), str(path))
 
 
 @app.command("create")

@@ -22,7 +22,7 @@ from tuneloop.web.deps import (
     set_cookie,
     web_state,
 )
-from tuneloop.workflows import answering, queues, review, users
+from tuneloop.workflows import answering, queue_items, queues, review, users
 
 public = APIRouter(prefix="/api")
 private = APIRouter(prefix="/api", dependencies=[Depends(check_csrf)])
@@ -56,6 +56,26 @@ class UserChange(BaseModel):
 class MembersIn(BaseModel):
     add: list[str] = Field(default_factory=list)
     remove: list[str] = Field(default_factory=list)
+
+
+class QueueIn(BaseModel):
+    """A new queue, as ``tuneloop queue create`` takes it: items from ``items`` (rows of an
+    items file) or from the dataset's records (``ids``, a sample of ``n``, or ``splits``)."""
+
+    name: str = Field(max_length=200)
+    question: str
+    dataset: str | None = None  # NAME[@VERSION]
+    project: str = Field(default="default", max_length=200)
+    splits: list[str] = Field(default_factory=list)
+    n: int | None = None
+    seed: int = 0
+    ids: list[str] = Field(default_factory=list)
+    items: list[dict[str, Any]] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)  # labels, rubric, allow_tie, prompt
+    guidelines: str | None = Field(default=None, max_length=200_000)
+    annotators_per_item: int = 1
+    show_suggestions: bool = False
+    members: list[str] = Field(default_factory=list)
 
 
 class PolicyIn(BaseModel):
@@ -115,6 +135,35 @@ def list_queues(store: StoreDep, actor: AnyUser) -> list[dict[str, Any]]:
         {**q.to_dict(), "progress": answering.progress(store, actor, q.id).to_dict()}
         for q in queues.list_queues(store, actor)
     ]
+
+
+@private.post("/queues", status_code=201)
+def create_queue(body: QueueIn, store: StoreDep, _actor: Admin) -> dict[str, Any]:
+    rows = None
+    if body.items is not None:
+        rows = [(f"items[{i}]", row) for i, row in enumerate(body.items)]
+    items = queue_items.select_items(
+        store,
+        dataset=body.dataset,
+        rows=rows,
+        splits=body.splits,
+        n=body.n,
+        seed=body.seed,
+        ids=body.ids,
+        project=body.project,
+    )
+    spec = queues.QueueSpec(
+        name=body.name,
+        question=body.question,
+        options=body.options,
+        guidelines=body.guidelines or None,
+        annotators_per_item=body.annotators_per_item,
+        show_suggestions=body.show_suggestions,
+        dataset=body.dataset,
+        members=body.members,
+        project=body.project,
+    )
+    return queues.create_queue(store, spec, items).to_dict()
 
 
 @private.get("/queues/{queue_id}")

@@ -4,6 +4,7 @@ cookie looked up server-side), their role, and the CSRF check of state-changing 
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
@@ -95,11 +96,17 @@ def optional_session(request: Request) -> SessionInfo | None:
         return None
 
 
-async def form_data(request: Request) -> FormData:
-    """The request's form (parsed once; FastAPI's own Form parameters reuse it)."""
-    if "form" in request.headers.get("content-type", ""):
-        return await request.form()
-    return FormData()
+async def form_data(request: Request) -> AsyncIterator[FormData]:
+    """The request's form (parsed once per request); its uploaded files are closed when the
+    request is done, whatever happened."""
+    if "form" not in request.headers.get("content-type", ""):
+        yield FormData()
+        return
+    form = await request.form()
+    try:
+        yield form
+    finally:
+        await form.close()
 
 
 FormDep = Annotated[FormData, Depends(form_data)]
@@ -109,7 +116,7 @@ def form_lists(form: FormData) -> dict[str, list[str]]:
     return {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form}
 
 
-async def check_csrf(request: Request) -> None:
+async def check_csrf(request: Request, form: FormDep) -> None:
     """Every state-changing request carries the session's CSRF token: the X-CSRF-Token header
     (API) or the csrf_token form field (pages). Safe methods pass."""
     if request.method in SAFE_METHODS:
@@ -117,7 +124,7 @@ async def check_csrf(request: Request) -> None:
     info = current_session(request)
     sent = request.headers.get(CSRF_HEADER)
     if sent is None:
-        sent_field = (await form_data(request)).get(CSRF_FIELD)
+        sent_field = form.get(CSRF_FIELD)
         sent = sent_field if isinstance(sent_field, str) else None
     if not sent or not secrets.compare_digest(sent.encode(), info.csrf_token.encode()):
         raise CsrfFailed()

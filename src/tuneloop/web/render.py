@@ -18,6 +18,7 @@ NOTICES = {
     "skips-reset": "Your skipped items are back in the queue.",
     "saved": "Saved.",
     "added": "Added.",
+    "created": "Queue created.",
 }
 
 
