@@ -298,3 +298,175 @@ def test_random_draws_a_seeded_sample_without_asking_the_model(store: Store, abc
     result = select_hard(store, rated, [ref(store, model)])
     assert model.calls == 4 and result.scored == 4
     assert all(c["answer"] == "a" for c in result.chosen)
+
+
+# --- the experiment of bench/selection.py, on the tiny model -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny import tiny_llama, tiny_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-base")
+    tok = tiny_tokenizer()
+    tiny_llama(len(tok)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_selection_experiment_on_the_tiny_model(
+    cli: CLI, store: Store, tmp_path: Path, tiny_base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Start model on noisy LLM labels, then uncertainty and random rounds of simulated human
+    labels, each retrained and evaluated; tables, plot and paired differences come out (the
+    accuracies of a tiny random model mean nothing: only the structure is checked)."""
+    pytest.importorskip("trl")
+    from bench.selection import Config, command, estimate, main, run
+
+    rows = [
+        {"id": f"f{i:02}", "text": f"film {i} was {'good' if i % 2 else 'bad'}",
+         "label": "pos" if i % 2 else "neg"}
+        for i in range(30)
+    ]  # fmt: skip
+    import_rows(cli, tmp_path, "films", rows, "--task", "classification", "--labels", "pos,neg")
+    cfg = Config(
+        data="films",
+        base=str(tiny_base),
+        pool=12,
+        validation=8,
+        budgets=(2, 4),
+        max_steps=2,
+        batch_size=4,
+        threads=1,
+        resamples=100,
+    )
+    work = tmp_path / "work"
+    said: list[str] = []
+    outcome = run(store, cfg, work, say=said.append)
+
+    assert [(p.strategy, p.n) for p in outcome.points] == [
+        ("start", 0),
+        ("uncertainty", 2),
+        ("uncertainty", 4),
+        ("random", 2),
+        ("random", 4),
+    ]
+    # each model learnt from the human labels its strategy bought, the LLM labels elsewhere
+    assert [(p.human_used, p.llm_used) for p in outcome.points] == [
+        (0, 12),
+        (2, 10),
+        (4, 8),
+        (2, 10),
+        (4, 8),
+    ]
+    assert all(p.human_wrong <= p.human_used for p in outcome.points)
+    for p in outcome.points:
+        acc = p.accuracy
+        assert acc["low"] is not None and acc["high"] is not None and acc["value"] is not None
+        assert acc["low"] <= acc["value"] <= acc["high"]
+        assert (p.vs_start is None) == (p.strategy == "start")
+    assert [(c.n, c.strategy, c.baseline) for c in outcome.paired] == [
+        (2, "uncertainty", "random"),
+        (4, "uncertainty", "random"),
+    ]
+    for c in outcome.paired:
+        assert c.diff["low"] is not None and c.diff["high"] is not None
+        assert c.diff["low"] <= (c.diff["value"] or 0.0) <= c.diff["high"]
+        assert c.only_baseline is not None and c.verdict
+    assert 0.0 < outcome.llm_label_accuracy <= 1.0
+    # the human labels are simulated answers, on the strategies' own copies of the pool
+    with store.transaction() as s:
+        sources = Counter(s.scalars(select(Answer.source)))
+        humans = s.scalar(select(func.count()).where(Label.source == "human"))
+    assert sources == {"simulated": 8} and humans == 8
+    # the tables
+    first, second = outcome.table.split("\n\n")
+    lines = first.splitlines()
+    assert lines[0].startswith("| strategy | N human labels | accuracy [95% CI] | vs start model")
+    assert len(lines) == 2 + 5 and lines[2].startswith("| start | 0 | ")
+    assert lines[3].startswith("| uncertainty | 2 | ") and "| 2 (" in lines[3]
+    paired = second.splitlines()
+    assert paired[0].startswith("| N | difference [95% CI] | paired bootstrap p |")
+    assert len(paired) == 2 + 2 and paired[2].startswith("| 2 | uncertainty - random: ")
+    # the files next to the results
+    files = {k: Path(v) for k, v in outcome.files.items()}
+    assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in files["svg"].read_text()
+    assert outcome.table in files["markdown"].read_text()
+    assert len(json.loads(files["json"].read_text())["points"]) == 5
+    assert any("LLM labels agree with the true labels" in line for line in said)
+
+    # a second run in the workdir redoes nothing; other options there are refused
+    from tuneloop.store.models import Run
+
+    with store.transaction() as s:
+        runs = s.scalar(select(func.count()).select_from(Run))
+    again = run(store, cfg, work, say=said.append)
+    assert again.table == outcome.table
+    with store.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Run)) == runs
+    with pytest.raises(UserError, match="holds an experiment with other options \\(noise\\)"):
+        run(store, Config(**{**cfg.__dict__, "noise": 0.2}), work)
+
+    # the plan and its estimate, without running anything
+    seconds, plan = estimate(Config())
+    assert 15 * 60 <= seconds <= 25 * 60 and plan[-1].startswith("total: about")
+    assert command(Config(pool=200, budgets=(25, 50, 100))) == (
+        "python bench/selection.py --pool 200 --budgets 25,50,100"
+    )
+    capsys.readouterr()
+    assert main(["--estimate", "--quick", "--workdir", str(tmp_path / "plan")]) == 0
+    out = capsys.readouterr().out
+    assert "plan: python bench/selection.py --pool 40 --validation 60 --budgets 5,10" in out
+    assert "5 training runs" in out and not (tmp_path / "plan" / ".tuneloop").exists()
+    assert main(["--budgets", "5,3", "--estimate"]) == 1
+    assert "--budgets must rise" in capsys.readouterr().err
+
+
+# --- the README section's commands (docs/drafts/simulate.md until it moves into README) ---------
+
+HEADING = "### Simulated people, for experiments"
+
+
+def test_simulate_section_commands_run(
+    cli: CLI, store: Store, tmp_path: Path, tiny_base: Path
+) -> None:
+    """Every ``$ tuneloop`` line of the section runs in order, after a student trained on the
+    README's reviews (from the tiny base instead of SmolLM2), and prints the lines shown."""
+    import re
+    import shlex
+    import shutil
+
+    pytest.importorskip("trl")
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    text = readme if HEADING in readme else (root / "docs/drafts/simulate.md").read_text()
+    section = text.rsplit(HEADING, 1)[1].split("\n## ", 1)[0]
+    shutil.copytree(root / "examples", tmp_path / "examples")
+    before = [
+        "init --name movies",
+        "data import examples/reviews.jsonl --task classification --map text=review "
+        "--map label=sentiment --split 0.5,0.25,0.25 --gold 4",
+        f"train sft --dataset reviews --name reviews-student --labels mix --max-steps 2 "
+        f"--batch-size 2 --base {tiny_base} --threads 1",
+    ]
+    for line in before:
+        code, out, err = cli(*shlex.split(line))
+        assert code == 0, (line, out, err)
+    steps: list[tuple[list[str], list[str]]] = []
+    for block in re.findall(r"```console\n(.*?)```", section, flags=re.S):
+        for line in block.splitlines():
+            if line.startswith("$ tuneloop "):
+                steps.append((shlex.split(line[2:])[1:], []))
+            elif steps and line.strip():
+                steps[-1][1].append(line)
+    assert len(steps) >= 4
+    for args, shown in steps:
+        code, out, err = cli(*args)
+        assert code == 0, (args, out, err)
+        for line in shown:
+            assert line in out.splitlines(), (args, out)
+    with store.transaction() as s:
+        sources = Counter(s.scalars(select(Answer.source)))
+        humans = s.scalar(select(func.count()).where(Label.source == "human"))
+    assert set(sources) == {"simulated"} and humans
