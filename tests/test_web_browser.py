@@ -1,9 +1,12 @@
 """The web app in a real browser (headless Chromium): sign in and answer with the keyboard only
 (labels, skip, undo, ranking by keys, free text), with no page errors; the answers land in
-the database under the person's name."""
+the database under the person's name. End to end: an admin creates label, rating, pairwise and
+ranking queues on the New queue page; an annotator answers them all from the keyboard; a
+reviewer settles the disagreements; a record holding a script never runs it."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -14,10 +17,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.people import PASSWORD, add_people, fast_hashing  # noqa: F401
+from tests.conftest import CLI
+from tests.people import PASSWORD, add_people, fast_hashing, import_answers  # noqa: F401
 from tuneloop.store.db import Store, open_store
-from tuneloop.store.models import Answer, QueueItem
-from tuneloop.workflows.queue_items import NewItem
+from tuneloop.store.models import Adjudication, Answer, Queue, QueueItem, User
+from tuneloop.workflows import answering
+from tuneloop.workflows.queue_items import NewItem, dataset_choices
 from tuneloop.workflows.queues import QueueSpec, create_queue
 from tuneloop.workflows.users import Actor
 
@@ -185,3 +190,246 @@ def test_keyboard_only_labelling(
     finally:
         page.close()
     assert errors == []
+
+
+PAYLOAD = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+NOTES = ["a great film", f"{PAYLOAD} said the critic", "a dull plot", "fine acting"]
+
+
+def _watch(page: Any, problems: list[str]) -> None:
+    """Page errors, console errors and any dialog (an injected script's alert) go to problems."""
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on(
+        "console",
+        lambda msg: (
+            problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None
+        ),
+    )
+
+    def dialog(d: Any) -> None:
+        problems.append(f"dialog: {d.message}")
+        d.dismiss()
+
+    page.on("dialog", dialog)
+
+
+def _sign_in(page: Any, base: str, username: str) -> None:
+    """From the keyboard: the username field has the focus."""
+    page.goto(f"{base}/login")
+    page.keyboard.type(username)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url.endswith("/queues"), page.url
+
+
+def _new_queue(
+    page: Any,
+    base: str,
+    name: str,
+    question: str,
+    dataset: int,
+    members: list[str],
+    *,
+    per_item: int = 1,
+    sample: int | None = None,
+    items: Path | None = None,
+    guidelines: str = "",
+) -> int:
+    """Fill in the New queue page as an admin would; the new queue's id."""
+    page.goto(f"{base}/queues")
+    with page.expect_navigation():
+        page.click("header nav >> text=New queue")
+    page.keyboard.type(name)  # the name field has the focus
+    page.select_option("#question", question)
+    page.select_option("#dataset", str(dataset))
+    if sample is not None:
+        page.fill('input[name="n"]', str(sample))
+    if items is not None:
+        page.set_input_files('input[name="items"]', str(items))
+    page.fill('input[name="annotators_per_item"]', str(per_item))
+    for member in members:
+        page.check(f'input[name="member"][value="{member}"]')
+    page.fill('textarea[name="guidelines"]', guidelines)
+    with page.expect_navigation():
+        page.click("#new-queue button[type=submit]")
+    assert "Queue created." in page.inner_text("main"), page.inner_text("main")
+    assert page.inner_text("h1").startswith(name)
+    return int(page.url.split("/admin/queues/")[1].split("?")[0])
+
+
+def test_admin_annotator_and_reviewer_end_to_end(
+    chromium: Any,
+    served: tuple[str, Store, dict[str, Actor]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base, store, people = served
+    cli = CLI(str(store.engine.url), capsys)
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text(
+        "".join(json.dumps({"id": f"n{i}", "text": t}) + "\n" for i, t in enumerate(NOTES))
+    )
+    code, _, err = cli(
+        "data",
+        "import",
+        str(notes),
+        "--task",
+        "classification",
+        "--labels",
+        "pos,neg",
+        "--dedupe",
+        "none",
+    )
+    assert code == 0, err
+    import_answers(cli, tmp_path, n=4)
+    ids = {d.ref.split("@")[0]: d.id for d in dataset_choices(store)}
+    two = [{"model": "m-a", "text": "the first answer"}, {"model": "m-b", "text": "the second"}]
+    three = [*two, {"model": "m-c", "text": "a third answer"}]
+    pairs, ranks = tmp_path / "pairs.jsonl", tmp_path / "ranks.jsonl"
+    pairs.write_text("".join(json.dumps({"id": f"q{i}", "responses": two}) + "\n" for i in (0, 1)))
+    ranks.write_text(json.dumps({"id": "q2", "responses": three}) + "\n")
+
+    problems: list[str] = []
+    admin = chromium.new_page()
+    _watch(admin, problems)
+    try:
+        _sign_in(admin, base, "ada")
+        labels = _new_queue(
+            admin,
+            base,
+            "notes-labels",
+            "label",
+            ids["notes"],
+            ["alice", "bob"],
+            per_item=2,
+            guidelines="pos: the critic liked it",
+        )
+        rated = _new_queue(
+            admin, base, "answers-rated", "rating", ids["answers"], ["alice"], sample=2
+        )
+        paired = _new_queue(
+            admin, base, "answers-pairs", "pairwise", ids["answers"], ["alice"], items=pairs
+        )
+        ranked = _new_queue(
+            admin, base, "answers-ranks", "ranking", ids["answers"], ["alice"], items=ranks
+        )
+        admin.goto(f"{base}/queues")
+        assert "notes-labels" in admin.inner_text("#queues")
+    finally:
+        admin.close()
+    with store.transaction() as session:
+        made = dict(session.execute(select(Queue.name, Queue.question)).all())
+    assert made == {
+        "notes-labels": "label",
+        "answers-rated": "rating",
+        "answers-pairs": "pairwise",
+        "answers-ranks": "ranking",
+    }
+
+    # bob has answered the label queue already (through the API's workflow)
+    bob = people["bob"]
+    for label in ("pos", "pos", "neg", "neg"):
+        item = answering.next_item(store, bob, labels)
+        assert item is not None
+        answering.submit(store, bob, labels, item.item_id, {"label": label}, source="api")
+
+    annotator = chromium.new_page()
+    _watch(annotator, problems)
+    try:
+        page = annotator
+        _sign_in(page, base, "alice")
+
+        def answer(*keys: str, submit: str = "Enter") -> None:
+            for key in keys:
+                page.keyboard.press(key)
+            with page.expect_navigation():
+                page.keyboard.press(submit)
+
+        page.goto(f"{base}/queues/{labels}")
+        assert "pos: the critic liked it" in page.inner_text("#guidelines")
+        assert "Item 1 of 4" in page.inner_text("#item")
+        answer("1")  # a great film: pos
+        assert PAYLOAD in page.inner_text("#item")  # the script is text on the page
+        answer("2", submit="Control+Enter")  # the critic's note: neg (bob said pos)
+        answer("2")  # a dull plot: neg
+        answer("1")  # fine acting: pos (bob said neg)
+        assert "Nothing left for you" in page.inner_text("main")
+
+        page.goto(f"{base}/queues/{rated}")
+        assert "excellent: right, complete and clear" in page.inner_text("#item")
+        answer("4")
+        answer("5", submit="Control+Enter")
+
+        page.goto(f"{base}/queues/{paired}")
+        assert "the second" in page.inner_text("#item") and "m-b" not in page.content()
+        answer("b")
+        answer("t")
+
+        page.goto(f"{base}/queues/{ranked}")
+        page.keyboard.press("3")
+        page.keyboard.press("1")  # the last one places itself
+        assert page.input_value('input[name="rank_1"]') == "3"
+        answer()
+        assert "Nothing left for you" in page.inner_text("main")
+    finally:
+        annotator.close()
+
+    alice = people["alice"].id
+    assert _mine(store, labels, alice) == [
+        {"label": "pos"},
+        {"label": "neg"},
+        {"label": "neg"},
+        {"label": "pos"},
+    ]
+    assert _mine(store, rated, alice) == [{"rating": 4}, {"rating": 5}]
+    assert _mine(store, paired, alice) == [{"choice": "B"}, {"choice": "tie"}]
+    assert _mine(store, ranked, alice) == [{"ranking": [2, 0, 1]}]
+
+    reviewer = chromium.new_page()
+    _watch(reviewer, problems)
+    try:
+        page = reviewer
+        _sign_in(page, base, "rita")
+        page.goto(f"{base}/queues/{labels}/disagreements")
+        assert page.locator("#disagreements tbody tr").count() == 2
+        with page.expect_navigation():
+            page.click("#disagreements >> text=Settle")
+        assert PAYLOAD in page.inner_text("#item") and "bob" in page.inner_text("#answers")
+        page.keyboard.press("1")  # the critic's note: pos after all
+        with page.expect_navigation():
+            page.keyboard.press("Control+Enter")
+        assert "Saved." in page.inner_text("main") and "item 4" in page.inner_text("h1")
+        page.keyboard.press("2")  # fine acting: neg
+        with page.expect_navigation():
+            page.keyboard.press("Control+Enter")
+        assert "Saved." in page.inner_text("main")
+        assert page.locator("#disagreements >> text=Change").count() == 2
+    finally:
+        reviewer.close()
+    with store.transaction() as session:
+        settled = session.execute(
+            select(QueueItem.position, Adjudication.value, User.username)
+            .join(Adjudication, Adjudication.queue_item_id == QueueItem.id)
+            .join(User, User.id == Adjudication.user_id)
+            .where(QueueItem.queue_id == labels)
+            .order_by(QueueItem.position)
+        ).all()
+    assert [tuple(r) for r in settled] == [
+        (1, {"label": "pos"}, "rita"),
+        (3, {"label": "neg"}, "rita"),
+    ]
+    assert problems == []
+
+
+def _mine(store: Store, queue_id: int, user_id: int) -> list[Any]:
+    with store.transaction() as session:
+        return list(
+            session.scalars(
+                select(Answer.value)
+                .join(QueueItem, QueueItem.id == Answer.queue_item_id)
+                .where(QueueItem.queue_id == queue_id, Answer.user_id == user_id)
+                .order_by(QueueItem.position)
+            )
+        )
