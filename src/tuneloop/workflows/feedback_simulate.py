@@ -116,8 +116,8 @@ def simulate_answers(store: Store, opts: SimulateOptions) -> SimulateResult:
         )
     if done.complete < done.items and count >= per_item:
         notes.append(
-            f"{done.items - done.complete} items still need answers (held by people working "
-            "on them now, or answered by people too): run again later"
+            f"{done.items - done.complete} items still need answers: people are working on "
+            "them now (run again when they are done)"
         )
     return SimulateResult(
         name,
