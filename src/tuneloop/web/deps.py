@@ -96,13 +96,16 @@ def optional_session(request: Request) -> SessionInfo | None:
         return None
 
 
+async def _read_form(request: Request) -> FormData:
+    """The request's form (Starlette parses it once and keeps it on the request)."""
+    if "form" in request.headers.get("content-type", ""):
+        return await request.form()
+    return FormData()
+
+
 async def form_data(request: Request) -> AsyncIterator[FormData]:
-    """The request's form (parsed once per request); its uploaded files are closed when the
-    request is done, whatever happened."""
-    if "form" not in request.headers.get("content-type", ""):
-        yield FormData()
-        return
-    form = await request.form()
+    """The request's form; its uploaded files are closed when the request is done."""
+    form = await _read_form(request)
     try:
         yield form
     finally:
@@ -116,18 +119,28 @@ def form_lists(form: FormData) -> dict[str, list[str]]:
     return {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form}
 
 
-async def check_csrf(request: Request, form: FormDep) -> None:
+async def check_csrf(request: Request) -> AsyncIterator[None]:
     """Every state-changing request carries the session's CSRF token: the X-CSRF-Token header
-    (API) or the csrf_token form field (pages). Safe methods pass."""
+    (API) or the csrf_token form field (pages). Safe methods pass. The session is checked
+    before a form is read, and a form read here is closed when the request is done (also when
+    the check fails and the route never runs)."""
     if request.method in SAFE_METHODS:
+        yield
         return
     info = current_session(request)
     sent = request.headers.get(CSRF_HEADER)
+    form = None
     if sent is None:
+        form = await _read_form(request)
         sent_field = form.get(CSRF_FIELD)
         sent = sent_field if isinstance(sent_field, str) else None
-    if not sent or not secrets.compare_digest(sent.encode(), info.csrf_token.encode()):
-        raise CsrfFailed()
+    try:
+        if not sent or not secrets.compare_digest(sent.encode(), info.csrf_token.encode()):
+            raise CsrfFailed()
+        yield
+    finally:
+        if form is not None:
+            await form.close()
 
 
 def _role(*roles: str) -> Any:
