@@ -425,7 +425,7 @@ def test_selection_experiment_on_the_tiny_model(
     assert "--budgets must rise" in capsys.readouterr().err
 
 
-# --- the README section's commands (docs/drafts/simulate.md until it moves into README) ---------
+# --- the README section's commands ---------------------------------------------------------------
 
 HEADING = "### Simulated people, for experiments"
 
@@ -442,8 +442,7 @@ def test_simulate_section_commands_run(
     pytest.importorskip("trl")
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text()
-    text = readme if HEADING in readme else (root / "docs/drafts/simulate.md").read_text()
-    section = text.rsplit(HEADING, 1)[1].split("\n## ", 1)[0]
+    section = readme.split(HEADING, 1)[1].split("\n## ", 1)[0]
     shutil.copytree(root / "examples", tmp_path / "examples")
     before = [
         "init --name movies",
