@@ -213,9 +213,15 @@ def _watch(page: Any, problems: list[str]) -> None:
     page.on("dialog", dialog)
 
 
+def _has_focus(page: Any, field: str) -> None:
+    """Wait until the field of that name has the focus (autofocus, once the page is ready)."""
+    page.wait_for_function(f"document.activeElement && document.activeElement.name === {field!r}")
+
+
 def _sign_in(page: Any, base: str, username: str) -> None:
     """From the keyboard: the username field has the focus."""
     page.goto(f"{base}/login")
+    _has_focus(page, "username")
     page.keyboard.type(username)
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
@@ -241,7 +247,8 @@ def _new_queue(
     page.goto(f"{base}/queues")
     with page.expect_navigation():
         page.click("header nav >> text=New queue")
-    page.keyboard.type(name)  # the name field has the focus
+    _has_focus(page, "name")
+    page.keyboard.type(name)
     page.select_option("#question", question)
     page.select_option("#dataset", str(dataset))
     if sample is not None:
@@ -255,7 +262,7 @@ def _new_queue(
     with page.expect_navigation():
         page.click("#new-queue button[type=submit]")
     assert "Queue created." in page.inner_text("main"), page.inner_text("main")
-    assert page.inner_text("h1").startswith(name)
+    assert page.inner_text("h1").startswith(name), page.inner_text("h1")
     return int(page.url.split("/admin/queues/")[1].split("?")[0])
 
 
