@@ -16,7 +16,8 @@ own process, one after the other:
   gradient checkpointing).
 
 Throughput is the examples' tokens (prompt and completion, as the tokenizer's chat template
-renders them) divided by the seconds ``trainer.train()`` took, so loading and conversion are not
+renders them) times the passes over them (tuneloop's default is one epoch, TRL's three) divided
+by the seconds ``trainer.train()`` took, so loading and conversion are not
 counted on either side; peak memory is each process's maximum resident set size.
 
 Target: tuneloop trains at least 1.5x as many tokens per second as TRL's defaults.
@@ -65,9 +66,11 @@ class Side:
     peak_rss_mb: float
     steps: int
     final_loss: float | None
+    epochs: float = 1.0  # passes over the examples
 
     def tokens_per_second(self, tokens: int) -> float:
-        return tokens / self.seconds
+        """``tokens``: of one pass over the examples."""
+        return tokens * self.epochs / self.seconds
 
 
 def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
@@ -119,7 +122,13 @@ def trl_side(run_dir: Path, base_dir: str, env: dict[str, str]) -> Side:
     wall, rss, text = run_measured(cmd, env)
     result = json.loads(text.strip().splitlines()[-1])
     return Side(
-        "TRL SFTTrainer, defaults", result["seconds"], wall, rss, result["steps"], result["loss"]
+        "TRL SFTTrainer, defaults",
+        result["seconds"],
+        wall,
+        rss,
+        result["steps"],
+        result["loss"],
+        result["epochs"],
     )
 
 
@@ -155,6 +164,7 @@ def trl_child(run_dir: Path, base_dir: str) -> None:
                 "seconds": output.metrics["train_runtime"],
                 "steps": output.global_step,
                 "loss": output.training_loss,
+                "epochs": args.num_train_epochs,  # TRL's default is 3
             }
         )
     )
@@ -183,16 +193,16 @@ def report(n: int, tokens: int, ours: Side, theirs: Side, command: str) -> str:
     lines = [
         f"Measured {datetime.now(UTC).strftime('%Y-%m-%d')} on {cpu_model()} "
         f"({os.cpu_count()} cores), Python {platform.python_version()}, {versions()}.",
-        f"Command: `{command}`. {n} examples, {tokens:,} tokens, one epoch.",
+        f"Command: `{command}`. {n} examples, {tokens:,} tokens per pass over them.",
         "",
-        "| trainer | train seconds | tokens/s | steps | final loss | peak RSS | process wall |",
+        "| trainer | epochs | train s | tokens/s | steps | peak RSS | process wall |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for side in (ours, theirs):
-        loss = "-" if side.final_loss is None else f"{side.final_loss:.3f}"
         lines.append(
-            f"| {side.name} | {side.seconds:.1f} | {side.tokens_per_second(tokens):.0f} | "
-            f"{side.steps} | {loss} | {side.peak_rss_mb:,.0f} MB | {side.wall:.1f} s |"
+            f"| {side.name} | {side.epochs:g} | {side.seconds:.1f} | "
+            f"{side.tokens_per_second(tokens):.0f} | "
+            f"{side.steps} | {side.peak_rss_mb:,.0f} MB | {side.wall:.1f} s |"
         )
     lines += [
         "",
