@@ -644,3 +644,53 @@ def test_smollm2_trains_and_its_gguf_runs_in_llama_cpp(
     assert int(np.argmax(actual)) == int(top[0])
     assert np.abs(actual[top] - expected[top]).max() < 0.05
     store.dispose()
+
+
+def test_same_records_as_trains_another_label_source_on_the_same_records(
+    cli: CLI, store: Store, tmp_path: Path, tiny_base: Path
+) -> None:
+    """The label-quality ceiling: the dataset's own labels on exactly the records a run trained
+    on with LLM labels."""
+    _import(cli, tmp_path)
+    with store.transaction() as s:
+        train = s.scalars(
+            select(Record).where(Record.split == "train").order_by(Record.position)
+        ).all()
+        chosen = [r.id for r in train[3:15:2]]  # not a prefix: --limit could not pick these
+        for r in train[3:15:2]:
+            flipped = "neg" if r.fields["label"] == "pos" else "pos"
+            s.add(Label(record_id=r.id, value=flipped, source="llm", confidence=0.9))
+    common = ("--dataset", "reviews", "--base", str(tiny_base), "--max-steps", "1")
+    code, out, err = cli("train", "sft", *common, "--labels", "llm", "--name", "on-llm")
+    assert code == 0, err
+    with store.transaction() as s:
+        first = s.scalars(select(Run).where(Run.kind == "train")).one()
+        first_id, first_dir = first.id, Path(first.config["run_dir"])
+    code, out, err = cli(
+        "train",
+        "sft",
+        *common,
+        "--labels",
+        "gold",
+        "--same-records-as",
+        str(first_id),
+        "--name",
+        "on-gold",
+    )
+    assert code == 0, err
+    assert f"examples by label source: gold {len(chosen)}" in out
+    with store.transaction() as s:
+        second = s.scalars(select(Run).where(Run.kind == "train", Run.id != first_id)).one()
+        second_dir = Path(second.config["run_dir"])
+
+    def rows(folder: Path) -> list[dict[str, Any]]:
+        lines = (folder / "examples.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
+    a, b = rows(first_dir), rows(second_dir)
+    assert [r["record_id"] for r in a] == [r["record_id"] for r in b] == chosen
+    assert [r["prompt"] for r in a] == [r["prompt"] for r in b]
+    assert all(x["completion"] != y["completion"] for x, y in zip(a, b, strict=True))
+    assert {r["source"] for r in b} == {"gold"}
+    code, _, err = cli("train", "sft", *common, "--same-records-as", "999", "--name", "x")
+    assert code == 1 and "--same-records-as 999: no training run 999" in err

@@ -65,6 +65,13 @@ class TrainConfig(BaseModel):
         description="Splits to train on (repeatable; default: train, or every record of an "
         "unsplit dataset). Never test or gold.",
     )
+    same_records_as: int | None = Field(
+        None,
+        ge=1,
+        description="Train only on the records training run RUN trained on, each with its label "
+        "from this run's source: e.g. --labels gold --same-records-as RUN gives the label-quality "
+        "ceiling of a model trained on LLM labels.",
+    )
     limit: int | None = Field(
         None, ge=1, description="Train on at most this many examples (the first in dataset order)."
     )

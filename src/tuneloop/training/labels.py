@@ -82,8 +82,10 @@ def select_examples(
     min_confidence: float = 0.0,
     prompt_version_id: int | None = None,
     limit: int | None = None,
+    record_ids: Sequence[int] | None = None,
 ) -> Selection:
-    """The training examples of ``dataset``'s ``splits`` labelled by ``source``."""
+    """The training examples of ``dataset``'s ``splits`` labelled by ``source`` (only the records
+    ``record_ids``, when given)."""
     held = [s for s in splits if s in HELD_OUT]
     if held:
         raise UserError(
@@ -98,6 +100,9 @@ def select_examples(
         .where(Record.split.is_(None) | Record.split.not_in(HELD_OUT))
         .order_by(Record.position)
     ).all()
+    if record_ids is not None:
+        wanted = set(record_ids)
+        records = [r for r in records if r.id in wanted]
     ids = [r.id for r in records]
     by_source: dict[str, dict[int, Label]] = {"human": {}, "llm": {}, "import": {}}
     query = (

@@ -83,6 +83,7 @@ def start_run(
         splits = config.splits or ([Split.train.value] if dataset.split_config else ["unsplit"])
         prompt = _prompt(session, proj.id, config.prompt, dataset.task_type)
         _check_name(session, proj.id, config.name, project_dir)
+        same = _records_of(session, proj.id, dataset.id, config.same_records_as)
         selection = select_examples(
             session,
             dataset,
@@ -91,6 +92,7 @@ def start_run(
             min_confidence=config.min_confidence,
             prompt_version_id=prompt.id if prompt else None,
             limit=config.limit,
+            record_ids=same,
         )
         if not selection.examples:
             raise UserError(
@@ -356,6 +358,27 @@ def _register(
     session.add(entry)
     session.flush()
     return entry
+
+
+def _records_of(
+    session: Session, project_id: int, dataset_id: int, run_id: int | None
+) -> list[int] | None:
+    """The records training run ``run_id`` trained on (``--same-records-as``)."""
+    if run_id is None:
+        return None
+    run = session.get(Run, run_id)
+    if run is None or run.kind != "train" or run.project_id != project_id:
+        raise UserError(f"--same-records-as {run_id}: no training run {run_id} in this project")
+    if run.dataset_id != dataset_id:
+        raise UserError(
+            f"--same-records-as {run_id}: that run trained on {run.config.get('dataset')}, "
+            "another dataset"
+        )
+    examples = Path(run.config["run_dir"]) / EXAMPLES_FILE
+    if not examples.exists():
+        raise UserError(f"--same-records-as {run_id}: its examples file {examples} is gone")
+    lines = examples.read_text(encoding="utf-8").splitlines()
+    return [int(json.loads(line)["record_id"]) for line in lines]
 
 
 def _prompt(session: Session, project_id: int, ref: str | None, task: str) -> PromptVersion | None:
