@@ -109,15 +109,16 @@ def test_demo_quick_runs_and_reuses(cli: CLI, store: Store) -> None:
     pytest.importorskip("llama_cpp", reason="the demo's annotator runs on llama-cpp-python")
     code, out, err = cli("demo", "--quick")
     assert code == 0, err
-    assert "[1/7] data: importing rotten-tomatoes" in out
+    assert "[1/8] data: importing rotten-tomatoes" in out
     assert "demo-rotten-tomatoes-1000@1" in out and "gold" in out and "database: " in out
-    assert "[2/7] eyeball: sentiment@1 by qwen2.5-coder-0.5b-instruct on 4 records" in out
-    assert "[3/7] evaluate: sentiment@1 on 40 seeded records" in out
-    assert "[4/7] evaluate: sentiment@2 on 40 seeded records" in out
+    assert "[2/8] eyeball: sentiment@1 by qwen2.5-coder-0.5b-instruct on 4 records" in out
+    assert "[3/8] evaluate: sentiment@1 on 40 seeded records" in out
+    assert "[4/8] evaluate: sentiment@2 on 40 seeded records" in out
     assert "compare: accuracy difference (v2 - v1)" in out
-    assert "[5/7] apply: sentiment@" in out and "labelled 40 training records" in out
-    assert "[6/7] fine-tune: smollm2-135m-instruct with LoRA" in out and "trained demo-" in out
-    assert "[7/7] gold: base smollm2-135m-instruct" in out
+    assert "[5/8] apply: sentiment@" in out and "labelled 40 training records" in out
+    assert "[6/8] fine-tune: smollm2-135m-instruct with LoRA" in out and "trained demo-" in out
+    assert "[7/8] gold: base smollm2-135m-instruct" in out
+    assert "[8/8] review: the 10 validation records" in out
     assert "demo-rotten-tomatoes-1000-student vs qwen2.5-coder-0.5b-instruct: accuracy" in out
     first_report = _report_of(out)
     html = first_report.read_text(encoding="utf-8")

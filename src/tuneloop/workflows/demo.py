@@ -306,8 +306,8 @@ def _train(
                 "label_sources": have.label_sources,
             }
     say(
-        f"[6/{STAGES}] fine-tune: {config.student_base} with LoRA on the {prompt} labels "
-        f"of {config.annotator}"
+        f"[6/{STAGES}] fine-tune: {config.student_base} with LoRA on {config.annotate_n} "
+        f"training records with the {prompt} labels of {config.annotator}"
     )
     trained = sft(
         store,
@@ -320,6 +320,9 @@ def _train(
                 "prompt": prompt,
                 "epochs": config.train_epochs,
                 "max_steps": config.train_max_steps,
+                # as many examples as the apply stage labelled: the evaluations' labels of
+                # training records would more than double the time the student takes to train
+                "limit": config.annotate_n,
                 "seed": 13,
             }
         ),
