@@ -21,14 +21,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tuneloop.examples import get_example
 from tuneloop.llm.engine import Engine
 from tuneloop.llm.factory import ModelHandle, open_model
 from tuneloop.splits import SplitPlan
+from tuneloop.store.datasets import resolve_dataset
 from tuneloop.store.db import Store, get_project
-from tuneloop.store.models import Dataset, ModelEntry, PromptVersion
+from tuneloop.store.models import Dataset, ModelEntry, PromptVersion, Record
 from tuneloop.store.runs import marks_interruption
 from tuneloop.training.config import TrainConfig
 from tuneloop.workflows.annotate import AnnotateOptions, annotate
@@ -374,6 +375,16 @@ def _ensure_prompt(store: Store, project: str, version: int, name: str) -> str:
     return f"{PROMPT}@{version}"
 
 
+def _split_size(store: Store, project: str, ref: str, split: str) -> int:
+    """How many records ``split`` of dataset ``ref`` holds (the progress bar's total)."""
+    with store.transaction() as session:
+        dataset = resolve_dataset(session, get_project(session, project), ref)
+        count = session.scalar(
+            select(func.count()).where(Record.dataset_id == dataset.id, Record.split == split)
+        )
+    return int(count or 0)
+
+
 def _evaluate(
     store: Store,
     config: DemoConfig,
@@ -389,7 +400,7 @@ def _evaluate(
 ) -> dict[str, Any]:
     """Evaluate a prompt on the seeded sample, or (``split``) every record of a split."""
     n = None if split else config.evaluate_n
-    with meter("evaluate", n) as on_row:
+    with meter("evaluate", _split_size(store, project, dataset, split) if split else n) as on_row:
         done = [0]
 
         def on_progress(p: Any) -> None:
