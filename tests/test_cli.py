@@ -118,7 +118,7 @@ def test_demo_quick_runs_and_reuses(cli: CLI, store: Store) -> None:
     assert "[5/8] apply: sentiment@" in out and "labelled 40 training records" in out
     assert "[6/8] fine-tune: smollm2-135m-instruct with LoRA" in out and "trained demo-" in out
     assert "[7/8] gold: base smollm2-135m-instruct" in out
-    assert "[8/8] review: the 10 validation records" in out
+    assert "[8/8] review: the 10 validation records (of a sample of 50)" in out
     assert "demo-rotten-tomatoes-1000-student vs qwen2.5-coder-0.5b-instruct: accuracy" in out
     first_report = _report_of(out)
     html = first_report.read_text(encoding="utf-8")

@@ -205,6 +205,36 @@ def test_uncertainty_by_margin_and_entropy_and_reuse(
         assert s.scalar(select(func.count()).where(Run.kind == "feedback-select")) == runs
 
 
+def test_candidates_scores_a_seeded_sample_of_the_split(
+    cli: CLI, store: Store, abc: None, tmp_path: Path
+) -> None:
+    provider = Scripted("scripted", probs=lambda text: DISTRIBUTIONS[text])
+    model = ref(store, provider)
+    opts = SelectOptions(dataset="abc", split="unsplit", n=2, candidates=4, queue="sampled")
+    result = select_hard(store, opts, [model])
+    assert result.scored == 4 and provider.calls == 4
+    assert result.notes == ["scored a seeded sample of 4 of the 6 records"]
+    with store.transaction() as s:
+        run = s.get(Run, result.run_id)
+        assert run is not None and run.config["candidates"] == 4
+        calls = s.scalars(select(LLMCall).where(LLMCall.run_id == result.run_id)).all()
+        sample = sorted(_body(c.messages) for c in calls)
+    assert len(set(sample)) == 4
+    # the queue holds the hardest of the sample: its two lowest margins
+    by_margin = sorted(sample, key=lambda t: (margin(DISTRIBUTIONS[t]), t))
+    assert sorted(chosen_ids(result)) == sorted(by_margin[:2])
+    # the same seed draws the same sample: every score of a second selection is cached
+    again = SelectOptions(
+        dataset="abc", split="unsplit", n=2, candidates=4, queue="again", include_queued=True
+    )
+    assert chosen_ids(select_hard(store, again, [model])) == chosen_ids(result)
+    assert provider.calls == 4
+    with pytest.raises(UserError, match="--candidates 1 is fewer than --n 2"):
+        select_hard(
+            store, SelectOptions(dataset="abc", split="unsplit", n=2, candidates=1), [model]
+        )
+
+
 def test_disagreement_among_model_llms_people_and_reference(
     cli: CLI, store: Store, abc: None
 ) -> None:

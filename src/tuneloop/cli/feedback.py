@@ -72,6 +72,13 @@ def select(
         ),
     ] = "uncertainty",
     n: Annotated[int, typer.Option("-n", "--n", help="How many items the queue gets.")] = 100,
+    candidates: Annotated[
+        int | None,
+        typer.Option(
+            help="Score a seeded sample of this many of the split's records, not all of them "
+            "(faster on a large split)."
+        ),
+    ] = None,
     question: Annotated[
         str,
         typer.Option(help="label, rating, pairwise, ranking, correction or feedback."),
@@ -148,6 +155,7 @@ def select(
         split=split,
         strategy=strategy,
         n=n,
+        candidates=candidates,
         question=question,
         queue=queue,
         responses=responses,

@@ -63,6 +63,7 @@ class DemoConfig:
     train_epochs: float = 1.0
     train_max_steps: int | None = None
     review_n: int = 50  # the student's hardest validation records, queued for people
+    review_candidates: int = 200  # of a seeded sample of this many validation records
 
     @property
     def dataset_name(self) -> str:
@@ -79,6 +80,7 @@ QUICK = DemoConfig(
     annotate_n=40,
     train_max_steps=10,
     review_n=10,
+    review_candidates=50,
 )
 
 
@@ -242,11 +244,12 @@ def _stages(
         comparisons=comparisons,
     )
     say(
-        f"[8/{STAGES}] review: the {config.review_n} validation records "
-        f"{result.student['model']} is least sure about, queued for people in the web app"
+        f"[8/{STAGES}] review: the {config.review_n} validation records (of a sample of "
+        f"{config.review_candidates}) {result.student['model']} is least sure about, queued "
+        "for people in the web app"
     )
     log.begin("review")
-    with meter("select", None) as on_row:
+    with meter("select", config.review_candidates) as on_row:
         counted = [0]
 
         def on_progress(p: Any) -> None:
@@ -258,6 +261,7 @@ def _stages(
             dataset=result.ref,
             student=result.student["model"],
             n=config.review_n,
+            candidates=config.review_candidates,
             seed=seed,
             project=project,
             project_dir=project_dir,

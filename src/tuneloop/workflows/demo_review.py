@@ -51,13 +51,15 @@ def review_stage(
     dataset: str,
     student: str,
     n: int,
+    candidates: int | None,
     seed: int,
     project: str,
     project_dir: Path,
     say: Callable[[str], None],
     on_progress: Callable[[Any], None] | None = None,
 ) -> ReviewStage:
-    """People and a review queue of the student's ``n`` hardest validation records."""
+    """People and a review queue of the student's ``n`` hardest validation records (of a seeded
+    sample of ``candidates``)."""
     passwords = project_dir / STATE_DIR / PASSWORDS_FILE
     new_people = _ensure_people(store, passwords)
     handle = open_model(student, project_dir, store=store)
@@ -72,6 +74,7 @@ def review_stage(
             split="validation",
             strategy="uncertainty",
             n=n,
+            candidates=candidates,
             question="label",
             queue=f"{dataset.split('@')[0]}-hard",
             seed=seed,

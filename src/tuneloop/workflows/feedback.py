@@ -70,6 +70,7 @@ class SelectOptions:
     split: str = "validation"
     strategy: str = "uncertainty"  # uncertainty | disagreement | judge-low | slice | random
     n: int = 100
+    candidates: int | None = None  # score a seeded sample of this many records (default: all)
     question: str = "label"  # the queue's question type
     queue: str | None = None  # default: DATASET-STRATEGY-RUN
     responses: int | None = None  # K for pairwise (2) / ranking (3, or one per model)
@@ -126,6 +127,8 @@ def select_hard(
         raise UserError(f"unknown uncertainty measure {opts.measure!r}: margin or entropy")
     if opts.n < 1:
         raise UserError(f"--n must be at least 1, got {opts.n}")
+    if opts.candidates is not None and opts.candidates < opts.n:
+        raise UserError(f"--candidates {opts.candidates} is fewer than --n {opts.n}")
     if not models or len({m.name for m in models}) != len(models):
         raise UserError("give one or more distinct --model values")
     k = response_count(opts.question, opts.responses, len(models), opts.temperature)
@@ -186,6 +189,13 @@ def select_hard(
     notes: list[str] = []
     if len(pool) < len(records):
         notes.append(f"{len(records) - len(pool)} records already in a {opts.question} queue")
+    if opts.candidates is not None and len(pool) > opts.candidates:
+        # a seeded draw of its own (another seed than the random strategy's own draw)
+        drawn = set(
+            hardest(by_random({rid: n for rid, n, _ in pool}, -1 - opts.seed), opts.candidates)
+        )
+        notes.append(f"scored a seeded sample of {opts.candidates} of the {len(pool)} records")
+        pool = [r for r in pool if r[0] in drawn]
 
     def tell(stage: str, done: int, total: int) -> None:
         if on_progress is not None:
