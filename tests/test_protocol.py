@@ -630,6 +630,25 @@ def test_eval_models_on_a_split_and_compare(cli: CLI, reviews: Store) -> None:
     )
     assert code == 0, err
     assert "fake:other" in out and "difference vs fake" in out
+    # an evaluation run by its id lines up with models named by name
+    by_name, by_run = (
+        cli(
+            "eval",
+            "compare",
+            model,
+            "fake:other",
+            "--dataset",
+            "reviews",
+            "--resamples",
+            "100",
+            "--json",
+        )
+        for model in ("fake", f"run:{first['run']}")
+    )
+    assert by_name[0] == 0 and by_run[0] == 0, by_run[2]
+    assert json.loads(by_run[1]) == json.loads(by_name[1])
+    code, _, err = cli("eval", "compare", "run:99999", "fake", "--dataset", "reviews")
+    assert code == 1 and "no evaluation run 99999" in err
     code, _, err = cli("eval", "compare", "fake", "nobody", "--dataset", "reviews")
     assert code == 1 and "model nobody has no finished evaluation on reviews (test)" in err
     code, _, err = cli("eval", "--dataset", "reviews")

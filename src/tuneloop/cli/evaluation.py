@@ -82,7 +82,13 @@ def evaluate_model(
 
 @app.command("compare")
 def compare(
-    models: Annotated[list[str], typer.Argument(help="Two or more evaluated models.")],
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="Two or more evaluated models: NAME, or run:N for an evaluation run on the "
+            "split (an annotator's evaluation with its prompt, for instance)."
+        ),
+    ],
     dataset: Annotated[str, typer.Option(help="Dataset NAME or NAME@VERSION.")],
     split: Split = "test",
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,

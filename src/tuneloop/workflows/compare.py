@@ -260,7 +260,16 @@ def compare_prompts(
 def find_model_evaluation(
     session: Session, project_id: int, model: str, dataset: str, split: str
 ) -> Run:
-    """The latest finished chat-format evaluation of ``model`` on ``dataset``'s ``split``."""
+    """The latest finished chat-format evaluation of ``model`` on ``dataset``'s ``split``, or
+    the evaluation run ``run:N`` (an annotator's evaluation with its prompt, for instance)."""
+    if model.startswith("run:"):
+        run = find_evaluation(session, project_id, model, dataset)
+        if not _same_dataset(run.config.get("dataset", ""), dataset):
+            raise UserError(f"{model} evaluated {run.config.get('dataset')}, not {dataset}")
+        if run.config.get("splits") != [split]:
+            splits = ", ".join(run.config.get("splits") or []) or "a sample"
+            raise UserError(f"{model} evaluated {splits}, not the {split} split")
+        return run
     for run in finished_evaluations(session, project_id):
         c = run.config
         if (
