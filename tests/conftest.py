@@ -140,3 +140,15 @@ def chromium() -> Iterator[object]:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Hugging Face folder with the tiny llama and its ChatML character tokenizer."""
+    from tests.tiny import tiny_llama, tiny_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-base")
+    tok = tiny_tokenizer()
+    tiny_llama(len(tok)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

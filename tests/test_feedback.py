@@ -632,17 +632,6 @@ def test_cli_select_export_apply(cli: CLI, abc: None, tmp_path: Path) -> None:
 # --- the whole round, on the tiny model ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.tiny import tiny_llama, tiny_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-base")
-    tok = tiny_tokenizer()
-    tiny_llama(len(tok)).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
 def test_feedback_round_on_the_tiny_model(
     cli: CLI, store: Store, tmp_path: Path, tiny_base: Path
 ) -> None:

@@ -305,17 +305,6 @@ def test_random_draws_a_seeded_sample_without_asking_the_model(store: Store, abc
 # --- the experiment of bench/selection.py, on the tiny model -------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.tiny import tiny_llama, tiny_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-base")
-    tok = tiny_tokenizer()
-    tiny_llama(len(tok)).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
 def test_selection_experiment_on_the_tiny_model(
     cli: CLI, store: Store, tmp_path: Path, tiny_base: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

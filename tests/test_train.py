@@ -42,18 +42,6 @@ EXAMPLE_CONFIG = Path(__file__).parents[1] / "examples" / "sft.yaml"
 IMPORT = ("--task", "classification", "--split", "0.5,0.25,0.25", "--gold", "8")
 
 
-@pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Hugging Face folder with the tiny llama and its ChatML character tokenizer."""
-    from tests.tiny import tiny_llama, tiny_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-base")
-    tok = tiny_tokenizer()
-    tiny_llama(len(tok)).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
 def _reviews(tmp_path: Path, n: int = 60) -> Path:
     path = tmp_path / "reviews.jsonl"
     with path.open("w") as f:
