@@ -62,8 +62,9 @@ class World:
             client.__exit__(None, None, None)
 
 
-@pytest.fixture
-def world(cli: CLI, db_url: str, tmp_path: Path) -> Iterator[World]:
+def web_world(cli: CLI, db_url: str, tmp_path: Path) -> Iterator[World]:
+    """Datasets ``reviews`` (classification) and ``answers`` (open QA), people of each role,
+    the app; closed afterwards (the body of each web test module's ``world`` fixture)."""
     import_reviews(cli, tmp_path)
     import_answers(cli, tmp_path)
     store = open_store(db_url)
@@ -71,6 +72,11 @@ def world(cli: CLI, db_url: str, tmp_path: Path) -> Iterator[World]:
     yield w
     w.close()
     store.dispose()
+
+
+@pytest.fixture
+def world(cli: CLI, db_url: str, tmp_path: Path) -> Iterator[World]:
+    yield from web_world(cli, db_url, tmp_path)
 
 
 def _token(html: str, pattern: str = r'name="csrf_token" value="([^"]+)"') -> str:

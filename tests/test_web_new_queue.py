@@ -17,14 +17,10 @@ from sqlalchemy import select
 
 from tests.conftest import CLI
 from tests.people import (
-    add_people,
     fast_hashing,  # noqa: F401
-    import_answers,
-    import_reviews,
     record_ids,
 )
-from tests.test_web import World
-from tuneloop.store.db import open_store
+from tests.test_web import World, web_world
 from tuneloop.store.models import Queue, QueueItem
 from tuneloop.workflows.queue_items import dataset_choices, dataset_items
 
@@ -34,13 +30,7 @@ pytestmark = pytest.mark.usefixtures("fast_hashing")
 @pytest.fixture
 def world(cli: CLI, db_url: str, tmp_path: Path) -> Iterator[World]:
     """Datasets ``reviews`` (classification) and ``answers`` (open QA), people of each role."""
-    import_reviews(cli, tmp_path)
-    import_answers(cli, tmp_path)
-    store = open_store(db_url)
-    w = World(store, add_people(store))
-    yield w
-    w.close()
-    store.dispose()
+    yield from web_world(cli, db_url, tmp_path)
 
 
 def form(csrf: str, **fields: Any) -> dict[str, Any]:

@@ -33,14 +33,10 @@ from tests.conftest import CLI
 from tests.people import (
     GOLD,
     PASSWORD,
-    add_people,
     fast_hashing,  # noqa: F401
-    import_answers,
-    import_reviews,
     record_ids,
 )
-from tests.test_web import World, login
-from tuneloop.store.db import open_store
+from tests.test_web import World, login, web_world
 from tuneloop.store.models import (
     Adjudication,
     Answer,
@@ -62,13 +58,7 @@ ROLES = ("anon", "alice", "carol", "rita", "ada")  # member, outsider annotator,
 
 @pytest.fixture
 def world(cli: CLI, db_url: str, tmp_path: Path) -> Iterator[World]:
-    import_reviews(cli, tmp_path)
-    import_answers(cli, tmp_path)
-    store = open_store(db_url)
-    w = World(store, add_people(store))
-    yield w
-    w.close()
-    store.dispose()
+    yield from web_world(cli, db_url, tmp_path)
 
 
 @dataclass(frozen=True)
