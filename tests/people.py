@@ -96,3 +96,19 @@ def add_llm_labels(store: Store, ids: list[int], value: str = "pos") -> None:
     with store.transaction() as session:
         for rid in ids:
             session.add(Label(record_id=rid, value=value, source="llm", status="accepted"))
+
+
+def answer_counts_agree(store: Store) -> int:
+    """Every queue item's stored ``answer_count`` equals its answers; how many answers there
+    are in all (so that a caller can tell that something was counted)."""
+    from sqlalchemy import func
+
+    from tuneloop.store.models import Answer, QueueItem
+
+    with store.transaction() as session:
+        stored = {i: n for i, n in session.execute(select(QueueItem.id, QueueItem.answer_count))}
+        per_item = select(Answer.queue_item_id, func.count()).group_by(Answer.queue_item_id)
+        real = {i: n for i, n in session.execute(per_item)}
+    wrong = {i: (n, real.get(i, 0)) for i, n in stored.items() if n != real.get(i, 0)}
+    assert not wrong, f"item: (stored answer_count, answers) {wrong}"
+    return sum(real.values())

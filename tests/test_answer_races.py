@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from tests.people import PASSWORD, add_people, fast_hashing  # noqa: F401
+from tests.people import PASSWORD, add_people, answer_counts_agree, fast_hashing  # noqa: F401
 from tuneloop.errors import Conflict
 from tuneloop.store.db import Store
 from tuneloop.store.models import Answer, QueueItem
@@ -134,6 +134,7 @@ def test_two_annotators_one_place(store: Store, people: dict[str, Actor]) -> Non
         who, answer_id = won[0]
         value = {"label": "pos" if who is alice else "neg"}
         assert stored(store, item) == [(answer_id, who.id, value)]
+    assert answer_counts_agree(store) == len(items)
 
 
 @pytest.mark.usefixtures("slow_writes")
@@ -153,6 +154,7 @@ def test_three_annotators_two_places(store: Store, people: dict[str, Actor]) -> 
         rows = stored(store, item)
         assert [a for a, _, _ in rows] == ids
         assert len({u for _, u, _ in rows}) == 2
+    assert answer_counts_agree(store) == 2 * len(items)
 
 
 @pytest.mark.usefixtures("slow_writes")
@@ -173,6 +175,7 @@ def test_one_person_submitting_twice_at_once(store: Store, people: dict[str, Act
         rows = stored(store, item)
         assert len(rows) == 1 and rows[0][:2] == (results[0], alice.id)
         assert rows[0][2] in ({"label": "pos"}, {"label": "neg"})
+    assert answer_counts_agree(store) == len(items)
 
 
 def test_next_item_at_once_respects_the_quota(store: Store, people: dict[str, Actor]) -> None:
@@ -197,6 +200,7 @@ def test_next_item_at_once_respects_the_quota(store: Store, people: dict[str, Ac
             select(Answer.queue_item_id, func.count()).group_by(Answer.queue_item_id)
         ).all()
     assert sorted(i for i, _ in counts) == sorted(items) and {n for _, n in counts} == {1}
+    assert answer_counts_agree(store) == len(items)
 
 
 @pytest.fixture

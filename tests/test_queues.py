@@ -15,6 +15,7 @@ from tests.people import (
     PASSWORD,
     add_llm_labels,
     add_people,
+    answer_counts_agree,
     fast_hashing,  # noqa: F401
     import_answers,
     import_reviews,
@@ -175,7 +176,9 @@ def test_skip_undo_and_progress(world: tuple[Store, dict[str, Actor]]) -> None:
     mine = progress(store, alice, queue_id)
     assert (mine.mine, mine.skipped, mine.left_for_me, mine.per_annotator) == (1, 1, 8, {})
     # undo: the last answer goes back to a held draft and is served next
+    assert answer_counts_agree(store) == 1
     assert undo_last(store, alice, queue_id) == second.item_id
+    assert answer_counts_agree(store) == 0
     again = next_item(store, alice, queue_id)
     assert again is not None and again.item_id == second.item_id
     assert again.answer == {"label": "pos"}

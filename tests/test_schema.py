@@ -12,10 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, types
 
+from tests.people import fast_hashing  # noqa: F401
 from tuneloop.store.db import Store, current_revision, head_revision
 from tuneloop.store.models import Base
 
@@ -100,3 +102,35 @@ def test_sqlite_uses_wal(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     s.dispose()
+
+
+@pytest.mark.usefixtures("fast_hashing")
+def test_answer_counts_are_filled_in_by_the_migration(store: Store) -> None:
+    """A database from before ``queue_item.answer_count`` gets each item's count of answers."""
+    from alembic import command
+    from sqlalchemy import select, update
+
+    from tests.people import add_people, answer_counts_agree
+    from tuneloop.store.db import alembic_config
+    from tuneloop.store.models import QueueItem
+    from tuneloop.workflows.answering import submit
+    from tuneloop.workflows.queue_items import NewItem
+    from tuneloop.workflows.queues import QueueSpec, create_queue
+
+    people = add_people(store)
+    labels = {"labels": ["a", "b"]}
+    spec = QueueSpec("q", "label", options=labels, annotators_per_item=2, members=["alice", "bob"])
+    queue = create_queue(store, spec, [NewItem(None, [{"model": "m", "text": "t"}])] * 3)
+    with store.transaction() as session:
+        items = list(session.scalars(select(QueueItem.id).order_by(QueueItem.position)))
+    for who, item in (("alice", items[0]), ("bob", items[0]), ("alice", items[1])):
+        submit(store, people[who], queue.id, item, {"label": "a"})
+    with store.transaction() as session:
+        session.execute(update(QueueItem).values(answer_count=0))  # as if never counted
+    config = alembic_config(store.engine)
+    command.downgrade(config, "0005_annotation_queues")
+    command.upgrade(config, "head")
+    assert answer_counts_agree(store) == 3
+    with store.transaction() as session:
+        counts = session.scalars(select(QueueItem.answer_count).order_by(QueueItem.position))
+        assert list(counts) == [2, 1, 0]

@@ -21,6 +21,7 @@ from tests.people import (
     PASSWORD,
     add_llm_labels,
     add_people,
+    answer_counts_agree,
     fast_hashing,  # noqa: F401
     import_reviews,
     record_ids,
@@ -242,6 +243,7 @@ def test_vendor_sheet_round_trip_and_agreement(
 
     stored = _answers(store, queue_id)
     assert len(stored) == 18
+    assert answer_counts_agree(store) == 18
     assert {(u, s) for _, u, _, s in stored} == {
         ("alice", "web"),
         ("vendor-1", "import:vendor"),

@@ -354,6 +354,9 @@ class QueueItem(Base):
     record_id: Mapped[int | None] = mapped_column(ForeignKey("record.id", ondelete="CASCADE"))
     responses: Mapped[list[Any] | None] = mapped_column(JSON)
     suggestion: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # how many answers the item has: kept by every write of an answer (under the queue's lock),
+    # so that finding the next open item reads one column instead of counting answers per item
+    answer_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -5,7 +5,8 @@ Reads top to bottom: what a person may see of an item (``ItemView``: the record'
 fields only, never its reference output, other people's answers, or the model names behind
 responses; the LLM suggestion only where the queue shows suggestions) -> ``next_item``
 (their held item first, else the first item that they have neither answered nor skipped and
-that has fewer answers plus holds of others than the policy's people per item; a hold lasts
+that has fewer answers (the item's stored ``answer_count``) plus holds of others than the
+policy's people per item; a hold lasts
 ``HOLD`` and makes sure no more people than that work on one item) -> ``submit`` (a person's
 second submit on an item replaces their answer) -> ``skip`` -> ``undo_last`` (their newest web
 answer goes back to being a held draft) -> ``progress``.
@@ -174,12 +175,6 @@ def next_item(store: Store, actor: Actor, queue_id: int) -> ItemView | None:
         )
         if held is not None:
             return _view(session, queue, held, actor)
-        answers = (
-            select(func.count())
-            .where(Answer.queue_item_id == QueueItem.id)
-            .correlate(QueueItem)
-            .scalar_subquery()
-        )
         holds = (
             select(func.count())
             .where(
@@ -198,11 +193,12 @@ def next_item(store: Store, actor: Actor, queue_id: int) -> ItemView | None:
         )
         item = session.scalar(
             select(QueueItem)
-            .where(
+            .where(  # the stored count first: full items are passed over without subqueries
                 QueueItem.queue_id == queue.id,
+                QueueItem.answer_count < queue.annotators_per_item,
                 ~answered_by_me,
                 ~skipped,
-                answers + holds < queue.annotators_per_item,
+                QueueItem.answer_count + holds < queue.annotators_per_item,
             )
             .order_by(QueueItem.position)
             .limit(1)
@@ -242,13 +238,13 @@ def submit(
             select(Answer).where(Answer.queue_item_id == item.id, Answer.user_id == actor.id)
         )
         if answer is None:
-            others = session.scalar(select(func.count()).where(Answer.queue_item_id == item.id))
-            if (others or 0) >= queue.annotators_per_item:
+            if item.answer_count >= queue.annotators_per_item:
                 raise Conflict(
                     f"item {item_id} has its {queue.annotators_per_item} answer(s) already"
                 )
             answer = Answer(queue_item_id=item.id, user_id=actor.id, created_at=_now())
             session.add(answer)
+            item.answer_count += 1
         answer.value, answer.source, answer.updated_at = clean, source, _now()
         meta: dict[str, Any] = {}
         if queue.show_suggestions and item.suggestion:
@@ -320,6 +316,7 @@ def undo_last(store: Store, actor: Actor, queue_id: int) -> int | None:
             raise Conflict("a reviewer has set the final answer of that item; it stays")
         item_id, draft = answer.queue_item_id, answer.value
         session.delete(answer)
+        _item(session, queue, item_id).answer_count -= 1
         session.flush()
         _hold(session, item_id, actor.id, draft)
         return item_id

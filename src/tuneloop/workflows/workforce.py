@@ -339,9 +339,11 @@ def import_answers(
         queue = load_queue(session, actor, queue_id)
         lock_row(session, Queue.id, queue.id)
         users = _people(session, {n for n in names if n is not None}, result)
+        in_queue = select(QueueItem).where(QueueItem.queue_id == queue.id)
+        by_id = {i.id: i for i in session.scalars(in_queue)}
         suggestions = {
             i.id: i.suggestion.get("value")
-            for i in session.scalars(select(QueueItem).where(QueueItem.queue_id == queue.id))
+            for i in by_id.values()
             if queue.show_suggestions and i.suggestion
         }
         existing = {
@@ -364,6 +366,7 @@ def import_answers(
             if answer is None:
                 answer = Answer(queue_item_id=given.item_id, user_id=user.id, created_at=now)
                 session.add(answer)
+                by_id[given.item_id].answer_count += 1
                 result.new += 1
             elif (
                 answer.value == given.value
