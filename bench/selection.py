@@ -36,6 +36,11 @@ Method, in one project of its own (``--workdir``; a re-run there resumes and red
    (``compare_runs``: paired bootstrap and McNemar), and against the start model. Written to
    the workdir: ``results.md`` (tables), ``results.json``, ``selection.png`` and
    ``selection.svg`` (accuracy against N, one line per strategy, interval bands).
+6. The training noise (``--spread K``): the start model trained again with K other seeds on
+   the same data and labels (another LoRA initialisation and example order), each evaluated
+   and compared with it. A difference between strategies smaller than the spread across seeds
+   says nothing about the strategies. ``--spread`` can be added to a finished workdir: it
+   trains only the new seeds.
 
 Run it on an otherwise idle machine; ``--estimate`` prints the plan and its duration on the
 2-core CPU (speeds below) without running anything:
@@ -113,6 +118,7 @@ class Config:
     seed: int = 0
     resamples: int = 1000
     threads: int | None = None
+    spread: int = 0  # the start model again with this many other training seeds
     prefix: str = "sel"
 
     def steps(self) -> int:
@@ -144,7 +150,7 @@ def check(cfg: Config) -> None:
 
 def estimate(cfg: Config, speeds: Speeds = Speeds()) -> tuple[float, list[str]]:
     """Seconds the run should take on the 2-core CPU, and how they add up."""
-    models = 1 + len(cfg.strategies) * len(cfg.budgets)
+    models = 1 + len(cfg.strategies) * len(cfg.budgets) + cfg.spread
     train = models * (cfg.steps() * speeds.step + speeds.train_overhead)
     evaluate = models * cfg.validation * speeds.score
     opened = models * speeds.open_model
@@ -189,6 +195,7 @@ def command(cfg: Config, workdir: Path | None = None) -> str:
         "seed": "--seed",
         "resamples": "--resamples",
         "threads": "--threads",
+        "spread": "--spread",
     }
     for key, flag in flags.items():
         value = getattr(cfg, key)
@@ -284,6 +291,7 @@ class Outcome:
     seconds: dict[str, float] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     table: str = ""
+    spread: list[Point] = field(default_factory=list)  # the start model with other seeds
 
 
 @contextmanager
@@ -423,10 +431,22 @@ def run(store: Store, cfg: Config, workdir: Path, *, say: Callable[[str], None] 
                 )
             )
 
+    # training noise: the start model again with other seeds (its data and labels unchanged)
+    spread: list[Point] = []
+    for k in range(1, cfg.spread + 1):
+        seed = cfg.seed + k
+        name = f"{start}-seed{seed}"
+        counts = _train(
+            store, replace(cfg, seed=seed), workdir, project, name, pools["start"], say, timed
+        )
+        with opened(store, workdir, name) as model:
+            run_id, accuracy = evaluate_model(model)
+        spread.append(Point("start", 0, name, run_id, accuracy, counts["human"], counts["llm"]))
+
     # paired differences on the same validation records
     t = time.perf_counter()
     by = {(p.strategy, p.n): p for p in points}
-    for p in points[1:]:
+    for p in [*points[1:], *spread]:
         diff = compare_runs(store, points[0].eval_run, p.eval_run, resamples=cfg.resamples)
         p.vs_start = {"diff": diff.diff.to_dict(), "p_value": diff.p_value}
     paired: list[Paired] = []
@@ -456,7 +476,7 @@ def run(store: Store, cfg: Config, workdir: Path, *, say: Callable[[str], None] 
             )
     timed("compare", t)
     clock["total"] = time.perf_counter() - started
-    outcome = Outcome(asdict(cfg), points, paired, llm_accuracy, clock)
+    outcome = Outcome(asdict(cfg), points, paired, llm_accuracy, clock, spread=spread)
     outcome.table = tables(cfg, outcome)
     outcome.files = write_results(cfg, outcome, workdir)
     return outcome
@@ -466,8 +486,10 @@ def _same_config(cfg: Config, workdir: Path) -> None:
     """A workdir holds one experiment: a re-run with other options would mix two."""
     path = workdir / "experiment.json"
     mine = json.loads(json.dumps(asdict(cfg)))
+    mine.pop("spread")  # more seeds of the start model add to an experiment, they change nothing
     if path.exists():
         theirs = json.loads(path.read_text(encoding="utf-8"))
+        theirs.pop("spread", None)
         if theirs != mine:
             changed = sorted(k for k in mine if mine[k] != theirs.get(k))
             raise UserError(
@@ -727,6 +749,20 @@ def tables(cfg: Config, outcome: Outcome) -> str:
             f"| {c.n} | {c.strategy} - {c.baseline}: {_signed(c.diff)} | {c.p_value:.3g} | "
             f"{mc} | {c.verdict} |"
         )
+    if outcome.spread:
+        start = outcome.points[0]
+        values = [float(p.accuracy["value"] or math.nan) for p in [start, *outcome.spread]]
+        out += [
+            "",
+            f"| training seed (start model, same data and labels) | accuracy [95% CI] | "
+            f"vs seed {cfg.seed} [95% CI] | model |",
+            "|---:|---|---|---|",
+            f"| {cfg.seed} | {_interval(start.accuracy)} | - | {start.model} |",
+        ]
+        for k, p in enumerate(outcome.spread, 1):
+            vs = _signed(p.vs_start["diff"]) if p.vs_start else "-"
+            out.append(f"| {cfg.seed + k} | {_interval(p.accuracy)} | {vs} | {p.model} |")
+        out += ["", f"Accuracy range across training seeds: {max(values) - min(values):.3f}."]
     return "\n".join(out)
 
 
@@ -751,6 +787,15 @@ def plot(cfg: Config, outcome: Outcome, png: Path, svg: Path) -> None:
         color = COLORS[j % len(COLORS)]
         ax.plot(xs, ys, marker="o", color=color, linewidth=1.8, label=strategy)
         ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
+    if outcome.spread:
+        ax.scatter(
+            [0.0] * len(outcome.spread),
+            [float(p.accuracy["value"] or math.nan) for p in outcome.spread],
+            marker="x",
+            color="#777777",
+            zorder=3,
+            label="start model, other training seeds",
+        )
     ax.set_xlabel(f"human labels (simulated people, noise {cfg.noise:g})")
     ax.set_ylabel(f"validation accuracy ({cfg.validation} records)")
     ax.set_xticks([0, *cfg.budgets])
@@ -821,6 +866,12 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Namespace
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--resamples", type=int, default=d.resamples, help="bootstrap resamples")
     parser.add_argument("--threads", type=int, help="CPU threads for training")
+    parser.add_argument(
+        "--spread",
+        type=int,
+        default=d.spread,
+        help="train the start model again with this many other seeds: the training noise",
+    )
     parser.add_argument("--quick", action="store_true", help="pool 40, validation 60, budgets 5,10")
     parser.add_argument("--estimate", action="store_true", help="print the plan, run nothing")
     parser.add_argument("--workdir", type=Path, help="project folder (default: a new one in /tmp)")
@@ -842,6 +893,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Namespace
         seed=args.seed,
         resamples=args.resamples,
         threads=args.threads,
+        spread=args.spread,
     )
     if args.quick:
         cfg = replace(cfg, pool=40, validation=60, budgets=(5, 10))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -396,6 +397,16 @@ def test_selection_experiment_on_the_tiny_model(
     assert again.table == outcome.table
     with store.transaction() as s:
         assert s.scalar(select(func.count()).select_from(Run)) == runs
+    # the start model with another training seed joins the same workdir: the training noise
+    spread = run(store, replace(cfg, spread=1), work, say=said.append)
+    assert [(p.strategy, p.n, p.model) for p in spread.spread] == [("start", 0, "sel-start-seed1")]
+    assert (spread.spread[0].human_used, spread.spread[0].llm_used) == (0, 12)
+    assert spread.spread[0].vs_start is not None and spread.table.startswith(again.table)
+    seeds = spread.table.split("\n\n")[2].splitlines()
+    assert seeds[0].startswith("| training seed (start model, same data and labels) |")
+    assert seeds[2].startswith("| 0 | ") and seeds[3].startswith("| 1 | ")
+    assert spread.table.endswith(".") and "Accuracy range across training seeds: " in spread.table
+    assert len(json.loads(Path(spread.files["json"]).read_text())["spread"]) == 1
     with pytest.raises(UserError, match="holds an experiment with other options \\(noise\\)"):
         run(store, Config(**{**cfg.__dict__, "noise": 0.2}), work)
 
