@@ -39,8 +39,8 @@ Method, in one project of its own (``--workdir``; a re-run there resumes and red
 6. The training noise (``--spread K``): the start model trained again with K other seeds on
    the same data and labels (another LoRA initialisation and example order), each evaluated
    and compared with it. A difference between strategies smaller than the spread across seeds
-   says nothing about the strategies. ``--spread`` can be added to a finished workdir: it
-   trains only the new seeds.
+   says nothing about the strategies. ``--spread`` and more ``--strategies`` can be added to
+   a finished workdir: only what is new is trained.
 
 Run it on an otherwise idle machine; ``--estimate`` prints the plan and its duration on the
 2-core CPU (speeds below) without running anything:
@@ -486,10 +486,15 @@ def _same_config(cfg: Config, workdir: Path) -> None:
     """A workdir holds one experiment: a re-run with other options would mix two."""
     path = workdir / "experiment.json"
     mine = json.loads(json.dumps(asdict(cfg)))
-    mine.pop("spread")  # more seeds of the start model add to an experiment, they change nothing
+    # more seeds of the start model, or another strategy (with its own copy of the pool), add
+    # to an experiment and change nothing that is there
+    additive = ("spread", "strategies")
+    for key in additive:
+        mine.pop(key)
     if path.exists():
         theirs = json.loads(path.read_text(encoding="utf-8"))
-        theirs.pop("spread", None)
+        for key in additive:
+            theirs.pop(key, None)
         if theirs != mine:
             changed = sorted(k for k in mine if mine[k] != theirs.get(k))
             raise UserError(

@@ -399,6 +399,22 @@ def test_selection_experiment_on_the_tiny_model(
         assert s.scalar(select(func.count()).select_from(Run)) == runs
     # the start model with another training seed joins the same workdir: the training noise
     spread = run(store, replace(cfg, spread=1), work, say=said.append)
+    # so does another strategy: only its own line is trained, on its own copy of the pool
+    more = run(
+        store,
+        replace(cfg, spread=1, strategies=("uncertainty", "random", "disagreement")),
+        work,
+        say=said.append,
+    )
+    lines = [(p.strategy, p.n) for p in more.points]
+    assert lines[5:] == [("disagreement", 2), ("disagreement", 4)]
+    assert [p.eval_run for p in more.points[:5]] == [p.eval_run for p in outcome.points]
+    assert [(c.strategy, c.n) for c in more.paired] == [
+        ("uncertainty", 2),
+        ("disagreement", 2),
+        ("uncertainty", 4),
+        ("disagreement", 4),
+    ]
     assert [(p.strategy, p.n, p.model) for p in spread.spread] == [("start", 0, "sel-start-seed1")]
     assert (spread.spread[0].human_used, spread.spread[0].llm_used) == (0, 12)
     assert spread.spread[0].vs_start is not None and spread.table.startswith(again.table)
