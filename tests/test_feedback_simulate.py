@@ -428,9 +428,9 @@ def test_selection_experiment_on_the_tiny_model(
 
     # the plan and its estimate, without running anything
     seconds, plan = estimate(Config())
-    assert 15 * 60 <= seconds <= 25 * 60 and plan[-1].startswith("total: about")
-    assert command(Config(pool=200, budgets=(25, 50, 100))) == (
-        "python bench/selection.py --pool 200 --budgets 25,50,100"
+    assert 45 * 60 <= seconds <= 75 * 60 and plan[-1].startswith("total: about")
+    assert command(Config(pool=96, validation=200, budgets=(12, 24, 48))) == (
+        "python bench/selection.py --pool 96 --validation 200 --budgets 12,24,48"
     )
     capsys.readouterr()
     assert main(["--estimate", "--quick", "--workdir", str(tmp_path / "plan")]) == 0
