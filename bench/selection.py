@@ -430,7 +430,12 @@ def run(store: Store, cfg: Config, workdir: Path, *, say: Callable[[str], None] 
                     accuracy,
                     counts["human"],
                     counts["llm"],
-                    _wrong_human_labels(store, project, pools[strategy]),
+                    _wrong_human_labels(
+                        store,
+                        project,
+                        pools[strategy],
+                        [queues[(strategy, b)] for b in cfg.budgets[: i + 1]],
+                    ),
                 )
             )
 
@@ -700,15 +705,25 @@ def _train(
     return {k: int(v) for k, v in result.counts.items()}
 
 
-def _wrong_human_labels(store: Store, project: str, dataset: str) -> int:
-    """Accepted human labels on the pool that are not the true label."""
+def _wrong_human_labels(store: Store, project: str, dataset: str, queues: list[str]) -> int:
+    """Accepted human labels on the pool, from the records of these queues (the rounds so far:
+    a resumed run counts each round's labels, not those of later rounds), that are not the
+    true label."""
+    from tuneloop.store.models import Queue, QueueItem
+
     ds = _dataset(store, project, dataset)
     assert ds is not None
     with store.transaction() as session:
+        asked = select(QueueItem.record_id).join(Queue, Queue.id == QueueItem.queue_id)
         rows = session.execute(
             select(Label.value, Record.meta)
             .join(Record, Record.id == Label.record_id)
-            .where(Record.dataset_id == ds.id, Label.source == "human", Label.status == "accepted")
+            .where(
+                Record.dataset_id == ds.id,
+                Label.source == "human",
+                Label.status == "accepted",
+                Record.id.in_(asked.where(Queue.name.in_(queues))),
+            )
         ).all()
     return sum(1 for value, meta in rows if value != meta.get(TRUE_FIELD))
 
