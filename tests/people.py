@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tests.conftest import CLI
 from tuneloop.store.db import Store
-from tuneloop.store.models import Dataset, Label, Record
+from tuneloop.store.models import Answer, Dataset, Label, QueueItem, Record
 from tuneloop.workflows.users import Actor, add_user, list_users
 
 PASSWORD = "correct horse battery"
@@ -101,10 +101,6 @@ def add_llm_labels(store: Store, ids: list[int], value: str = "pos") -> None:
 def answer_counts_agree(store: Store) -> int:
     """Every queue item's stored ``answer_count`` equals its answers; how many answers there
     are in all (so that a caller can tell that something was counted)."""
-    from sqlalchemy import func
-
-    from tuneloop.store.models import Answer, QueueItem
-
     with store.transaction() as session:
         stored = {i: n for i, n in session.execute(select(QueueItem.id, QueueItem.answer_count))}
         per_item = select(Answer.queue_item_id, func.count()).group_by(Answer.queue_item_id)

@@ -1,15 +1,14 @@
 """Answering a queue: the next item for a person, submit, skip, undo of the last submit, and
 progress. The same functions serve the web pages, the JSON API and tests.
 
-Reads top to bottom: what a person may see of an item (``ItemView``: the record's input
-fields only, never its reference output, other people's answers, or the model names behind
-responses; the LLM suggestion only where the queue shows suggestions) -> ``next_item``
-(their held item first, else the first item that they have neither answered nor skipped and
-that has fewer answers (the item's stored ``answer_count``) plus holds of others than the
-policy's people per item; a hold lasts
-``HOLD`` and makes sure no more people than that work on one item) -> ``submit`` (a person's
-second submit on an item replaces their answer) -> ``skip`` -> ``undo_last`` (their newest web
-answer goes back to being a held draft) -> ``progress``.
+Reads top to bottom: what a person may see of an item (``ItemView``: the record's input fields
+only, never its reference output, other people's answers, or the model names behind responses;
+the LLM suggestion only where the queue shows suggestions) -> ``next_item`` (their held item
+first, else the first item that they have neither answered nor skipped and that has fewer
+answers (the item's stored ``answer_count``) plus holds of others than the policy's people per
+item; a hold lasts ``HOLD`` and makes sure no more people than that work on one item) ->
+``submit`` (a person's second submit on an item replaces their answer) -> ``skip`` ->
+``undo_last`` (their newest web answer goes back to being a held draft) -> ``progress``.
 
 Every change to a queue's answers and holds locks the queue first (``lock_row``: a row lock on
 PostgreSQL, the write lock on SQLite), so that people answering at the same moment are counted

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tuneloop.errors import Forbidden, InputError, UserError
@@ -384,13 +384,9 @@ def import_answers(
                 now,
             )
         session.flush()
-        counts = session.execute(
-            select(func.count(Answer.id))
-            .join(QueueItem, QueueItem.id == Answer.queue_item_id)
-            .where(QueueItem.queue_id == queue.id)
-            .group_by(QueueItem.id)
-        ).scalars()
-        result.over_policy = sum(1 for n in counts if n > queue.annotators_per_item)
+        result.over_policy = sum(
+            1 for i in by_id.values() if i.answer_count > queue.annotators_per_item
+        )
     result.annotators = sorted(users)
     return result
 
