@@ -75,6 +75,71 @@ def test_classify_by_scores_is_cached(store: Store) -> None:
         assert set(call.output_data["logprobs"]) == {"pos", "neg"}
 
 
+def _msg(text: str) -> list[Message]:
+    return [
+        {"role": "user", "content": f"Classify. Answer with exactly one of: pos, neg.\n\n{text}"}
+    ]
+
+
+def test_classify_many_scores_cache_misses_together(store: Store) -> None:
+    fake = FakeProvider(can_batch=True)
+    engine = Engine(store, fake, family="fake")
+    texts = ["clearly pos", "surely neg", "no idea", "[alone] pos", "a neg one", "meh"]
+    items = [(_msg(t), ["pos", "neg"]) for t in texts]
+    engine.classify(*items[0])  # already in the cache
+    assert fake.calls == 1
+    results = engine.classify_many(items)
+    # one batch for the five misses; the item the batch left alone scored by itself
+    assert fake.batches == [5] and fake.calls == 3
+    assert n_calls(store) == 6
+    alone = Engine(store, FakeProvider(), family="fake", use_cache=False)
+    for result, item in zip(results, items, strict=True):
+        single = alone.classify(*item)
+        assert (result.label, result.method) == (single.label, "scores")
+        assert result.confidence == pytest.approx(single.confidence)
+        assert result.margin == pytest.approx(single.margin)
+    assert [r.cached for r in results] == [True, False, False, False, False, False]
+    with store.transaction() as s:
+        logged = s.scalars(select(LLMCall).where(LLMCall.id.in_(results[1].call_ids))).one()
+        assert logged.params["op"] == "score" and logged.latency_ms is not None
+    # again: everything from the cache, no batch, no call
+    again = engine.classify_many(items)
+    assert [r.cached for r in again] == [True] * 6 and fake.batches == [5] and fake.calls == 3
+    assert [r.label for r in again] == [r.label for r in results]
+    # a provider that cannot batch labels the same items one by one
+    plain = FakeProvider()
+    one_by_one = Engine(store, plain, family="fake", use_cache=False).classify_many(items)
+    assert [r.label for r in one_by_one] == [r.label for r in results] and plain.calls == 6
+
+
+def test_annotate_with_a_batching_provider(cli: CLI, store: Store, tmp_path: Path) -> None:
+    from tuneloop.workflows.annotate import AnnotateOptions, annotate
+
+    path = _reviews(tmp_path, 40)
+    assert cli("data", "import", str(path), "--task", "classification", "--dedupe", "none")[0] == 0
+    fakes: list[FakeProvider] = []
+
+    def make_engine(run_id: int, *, batch: bool = True) -> Engine:
+        fakes.append(FakeProvider(can_batch=batch))
+        return Engine(store, fakes[-1], family="fake", run_id=run_id, use_cache=False)
+
+    opts = AnnotateOptions("reviews", "fake", splits=["unsplit"], batch_size=16)
+    result = annotate(store, opts, make_engine)
+    assert result.labelled == 40 and fakes[0].batches == [16, 16, 8]
+    with store.transaction() as s:
+        got = {lab.record_id: (lab.value, lab.confidence) for lab in s.scalars(select(Label))}
+    assert len(got) == 40
+    # the same labels and confidences as one record at a time
+    opts = AnnotateOptions("reviews", "fake", splits=["unsplit"], batch_size=16, limit=39)
+    annotate(store, opts, lambda run_id: make_engine(run_id, batch=False))
+    assert fakes[1].batches == [] and fakes[1].calls == 39
+    with store.transaction() as s:
+        labels = s.scalars(select(Label).where(Label.run_id != result.run_id)).all()
+        assert len(labels) == 39
+        for lab in labels:
+            assert (lab.value, lab.confidence) == pytest.approx(got[lab.record_id])
+
+
 def test_classify_constrained_then_parsed_then_needs_review(store: Store) -> None:
     constrained = Engine(store, FakeProvider(can_score=False), family="fake")
     assert constrained.classify(MSG, ["pos", "neg"]).method == "constrained"

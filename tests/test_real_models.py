@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import CLI
 from tuneloop.llm.engine import Engine
-from tuneloop.llm.types import GenParams
+from tuneloop.llm.types import GenParams, Message
 from tuneloop.store.db import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.network_pip]
@@ -54,6 +54,59 @@ def test_llamacpp_scores_every_label(store: Store, smol_path: Path) -> None:
     assert again.logprobs == pytest.approx(first.logprobs, abs=1e-3)
     text = engine.chat(msgs, GenParams(max_tokens=8)).completion
     assert text is not None and text.tokens_out is not None and text.tokens_out > 0
+
+
+def test_llamacpp_scores_many_records_together(store: Store, smol_path: Path) -> None:
+    from tuneloop.llm.providers.llamacpp import LlamaCppProvider
+
+    provider = LlamaCppProvider(SMOL, smol_path, context_length=2048, batch_records=4)
+    reviews = [
+        "A wonderful, moving film.",
+        "Dull, long and badly acted.",
+        "The best comedy of the year, I laughed throughout.",
+        "A waste of two hours.",
+        "Gorgeous photography and a great cast.",
+        "I walked out halfway through.",
+        "Charming and clever.",
+        "Boring.",
+        "An instant classic.",
+        "Terrible script, worse direction.",
+    ]
+    choices = ["positive", "negative"]
+
+    def msgs(text: str) -> list[Message]:
+        return [
+            {
+                "role": "user",
+                "content": "Is this review positive or negative? Answer with exactly one of: "
+                f"positive, negative.\n\nText:\n{text}",
+            }
+        ]
+
+    items: list[tuple[Sequence[Message], Sequence[str]]] = [(msgs(t), choices) for t in reviews]
+    items.insert(3, (msgs("So-so."), ["very good", "very bad"]))  # one first token: not batched
+    batched = provider.score_choices_batch(items)
+    assert batched is not None and batched[3] is None
+    scored = [b for b in batched if b is not None]
+    assert [b.data["batched"] for b in scored] == [4] * 8 + [2] * 2  # groups of at most 4
+    for item, got in zip(items, batched, strict=True):
+        if got is None:
+            continue
+        provider.llm.reset()
+        alone = provider.score_choices(*item)
+        assert alone is not None and got.tokens_in == alone.tokens_in
+        # other matrix kernels for other batch shapes: close, not bit-identical
+        assert got.logprobs == pytest.approx(alone.logprobs, abs=0.5)
+        best = max(got.logprobs, key=lambda c: got.logprobs[c])
+        if abs(alone.logprobs["positive"] - alone.logprobs["negative"]) > 1.0:
+            assert best == max(alone.logprobs, key=lambda c: alone.logprobs[c])
+    # through the engine: the odd item goes alone (whole answers scored), the rest together
+    results = Engine(store, provider, family="smollm").classify_many(items)
+    assert [r.method for r in results] == ["scores"] * len(items)
+    assert results[3].label in {"very good", "very bad"}
+    assert {r.label for i, r in enumerate(results) if i != 3} <= set(choices)
+    provider.close()
+    assert provider._batcher is None
 
 
 def _free_port() -> int:

@@ -41,7 +41,13 @@ def annotate(
     limit: Annotated[
         int | None, typer.Option(help="Label at most this many records in all.")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Records per batch (one transaction each).")] = 16,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            help="Records per batch: one transaction each; a local model scores a batch's "
+            "labels in shared passes."
+        ),
+    ] = 16,
     concurrency: Annotated[
         int | None,
         typer.Option(help="Calls at once (HTTP endpoints; local models run one at a time)."),

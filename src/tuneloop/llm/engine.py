@@ -231,32 +231,50 @@ class Engine:
         assert result is not None  # chat always produces a completion
         return result
 
-    def _score(self, messages: Sequence[Message], choices: Sequence[str]) -> CallResult | None:
-        p = {"choices": list(choices)}
-        key = cache_key(self.provider.kind, self.model, "score", messages, p)
+    def _score_key(self, messages: Sequence[Message], choices: Sequence[str]) -> str:
+        return cache_key(
+            self.provider.kind, self.model, "score", messages, {"choices": list(choices)}
+        )
+
+    def _score_hit(self, key: str) -> CallResult | None:
         hit = self._cached(key)
-        if hit is not None and hit.output_data is not None:
-            scores = ChoiceScores(dict(hit.output_data["logprobs"]), hit.tokens_in)
-            return CallResult(hit.id, None, scores, True, 0.0)
-        start = time.perf_counter()
-        fresh = self.provider.score_choices(messages, choices)
-        if fresh is None:
+        if hit is None or hit.output_data is None:
             return None
-        scores = fresh
-        latency = (time.perf_counter() - start) * 1000
+        scores = ChoiceScores(dict(hit.output_data["logprobs"]), hit.tokens_in)
+        return CallResult(hit.id, None, scores, True, 0.0)
+
+    def _score_log(
+        self,
+        key: str,
+        messages: Sequence[Message],
+        choices: Sequence[str],
+        scores: ChoiceScores,
+        latency_ms: float,
+    ) -> CallResult:
         best = max(scores.logprobs, key=lambda c: scores.logprobs[c])
         call_id, cost = self._log(
             key,
             "score",
             messages,
-            p,
+            {"choices": list(choices)},
             best,
             {"logprobs": scores.logprobs, **scores.data},
             scores.tokens_in,
             0,
-            latency,
+            latency_ms,
         )
         return CallResult(call_id, None, scores, False, cost)
+
+    def _score(self, messages: Sequence[Message], choices: Sequence[str]) -> CallResult | None:
+        key = self._score_key(messages, choices)
+        hit = self._score_hit(key)
+        if hit is not None:
+            return hit
+        start = time.perf_counter()
+        scores = self.provider.score_choices(messages, choices)
+        if scores is None:
+            return None
+        return self._score_log(key, messages, choices, scores, (time.perf_counter() - start) * 1000)
 
     def _choose(
         self, messages: Sequence[Message], choices: Sequence[str], params: GenParams
@@ -278,21 +296,7 @@ class Engine:
         params = params or GenParams(max_tokens=16)
         scored = self._score(messages, choices)
         if scored is not None and scored.scores is not None:
-            probs = softmax(scored.scores.logprobs)
-            ranked = sorted(probs.values(), reverse=True)
-            best = max(probs, key=lambda c: probs[c])
-            margin = ranked[0] - ranked[1] if len(ranked) > 1 else ranked[0]
-            return LabelResult(
-                best,
-                "accepted",
-                ranked[0],
-                margin,
-                "scores",
-                None,
-                [scored.call_id],
-                scored.cached,
-                scored.cost,
-            )
+            return _from_scores(scored)
         chosen = self._choose(messages, choices, params)
         if chosen is not None and chosen.completion is not None:
             label = parse_choice(chosen.completion.text, choices)
@@ -334,3 +338,61 @@ class Engine:
                 },
             ]
         return LabelResult(None, "needs_review", None, None, "parsed", raw, call_ids, cached, cost)
+
+    def classify_many(
+        self,
+        items: Sequence[tuple[Sequence[Message], Sequence[str]]],
+        params: GenParams | None = None,
+        *,
+        retries: int = 2,
+    ) -> list[LabelResult]:
+        """``classify`` for each (messages, choices) item, in order. Where the provider scores
+        many prompts together (``score_choices_batch``: the local llama.cpp engine), the items
+        the cache does not answer are scored in one go; each is still logged as its own call
+        (its latency the batch's time shared equally). Items the batch cannot score, and every
+        item with other providers, go through ``classify`` one by one."""
+        found: list[LabelResult | None] = [None] * len(items)
+        batch = getattr(self.provider, "score_choices_batch", None)
+        if callable(batch) and len(items) > 1:
+            todo: list[tuple[int, str]] = []
+            for i, (messages, choices) in enumerate(items):
+                key = self._score_key(messages, choices)
+                hit = self._score_hit(key)
+                if hit is not None:
+                    found[i] = _from_scores(hit)
+                else:
+                    todo.append((i, key))
+            start = time.perf_counter()
+            scored = batch([items[i] for i, _ in todo]) if len(todo) > 1 else None
+            if scored is not None:
+                share = (time.perf_counter() - start) * 1000 / max(1, len(todo))
+                for (i, key), scores in zip(todo, scored, strict=True):
+                    if scores is not None:
+                        messages, choices = items[i]
+                        logged = self._score_log(key, messages, choices, scores, share)
+                        found[i] = _from_scores(logged)
+        return [
+            result if result is not None else self.classify(m, c, params, retries=retries)
+            for result, (m, c) in zip(found, items, strict=True)
+        ]
+
+
+def _from_scores(scored: CallResult) -> LabelResult:
+    """The label a scored call gives: the most probable choice, with its probability as the
+    confidence and its lead over the runner-up as the margin."""
+    assert scored.scores is not None
+    probs = softmax(scored.scores.logprobs)
+    ranked = sorted(probs.values(), reverse=True)
+    best = max(probs, key=lambda c: probs[c])
+    margin = ranked[0] - ranked[1] if len(ranked) > 1 else ranked[0]
+    return LabelResult(
+        best,
+        "accepted",
+        ranked[0],
+        margin,
+        "scores",
+        None,
+        [scored.call_id],
+        scored.cached,
+        scored.cost,
+    )

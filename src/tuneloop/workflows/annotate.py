@@ -3,7 +3,8 @@ labelled yet.
 
 Reads top to bottom: resolve dataset, model and prompt -> find or start the job's run (the
 same options resume the same run) -> take the records without a label from this run -> label
-them in batches (bounded concurrency) -> write each batch's labels in one transaction.
+them in batches (a local model scores a closed-label batch in shared decode calls; HTTP models
+take bounded concurrency) -> write each batch's labels in one transaction.
 
 Resumable and idempotent: every LLM call is logged (and cached) the moment it returns, and a
 batch's labels are written together, so after a kill -9 the same command skips the records
@@ -175,12 +176,14 @@ def annotate(
             return record_messages(task, fields, labels or fields.get("choices"))
         return render_messages(templates[0], templates[1], fields, labels, task=task)
 
+    def choices_for(fields: dict[str, Any]) -> list[str]:
+        return list(labels if task == TaskType.classification.value else fields["choices"])
+
     def label_one(fields: dict[str, Any]) -> LabelResult:
         messages = messages_for(fields)
         if task in CLOSED:
-            choices = labels if task == TaskType.classification.value else fields["choices"]
             return engine.classify(
-                messages, choices, GenParams(max_tokens=16), retries=opts.retries
+                messages, choices_for(fields), GenParams(max_tokens=16), retries=opts.retries
             )
         result = engine.chat(messages, params)
         text = result.completion.text.strip() if result.completion else ""
@@ -202,7 +205,13 @@ def annotate(
                 with store.transaction() as session:
                     records = session.scalars(select(Record).where(Record.id.in_(batch))).all()
                     fields = {r.id: r.fields for r in records}
-                results = list(pool.map(label_one, [fields[i] for i in batch]))
+                if task in CLOSED and opts.concurrency <= 1:  # a local model scores them together
+                    items = [(messages_for(fields[i]), choices_for(fields[i])) for i in batch]
+                    results = engine.classify_many(
+                        items, GenParams(max_tokens=16), retries=opts.retries
+                    )
+                else:
+                    results = list(pool.map(label_one, [fields[i] for i in batch]))
                 with store.transaction() as session:
                     taken = set(
                         session.scalars(

@@ -52,12 +52,15 @@ class FakeProvider:
         *,
         can_score: bool = True,
         can_choose: bool = True,
+        can_batch: bool = False,
         delay: float | None = None,
     ) -> None:
         self.model = model
         self.script = script
         self.can_score = can_score
         self.can_choose = can_choose
+        self.can_batch = can_batch
+        self.batches: list[int] = []  # the size of each score_choices_batch call
         self.delay = float(os.environ.get("TUNELOOP_FAKE_DELAY", "0")) if delay is None else delay
         self.calls = 0
 
@@ -72,18 +75,32 @@ class FakeProvider:
         n_in = sum(len(m["content"].split()) for m in messages)
         return Completion(text, n_in, len(text.split()), "stop")
 
-    def score_choices(
-        self, messages: Sequence[Message], choices: Sequence[str]
-    ) -> ChoiceScores | None:
-        if not self.can_score:
-            return None
-        self._tick()
+    def _scores(self, messages: Sequence[Message], choices: Sequence[str]) -> ChoiceScores:
         pick = self.script(messages) if self.script else default_answer(messages, choices)
         spread = 1.0 + 3.0 * _hash_unit(messages[-1]["content"])  # confidence varies by record
         logits = {c: (spread if c == pick else 0.0) for c in choices}
         norm = math.log(sum(math.exp(v) for v in logits.values()))
         n_in = sum(len(m["content"].split()) for m in messages)
         return ChoiceScores({c: v - norm for c, v in logits.items()}, n_in)
+
+    def score_choices(
+        self, messages: Sequence[Message], choices: Sequence[str]
+    ) -> ChoiceScores | None:
+        if not self.can_score:
+            return None
+        self._tick()
+        return self._scores(messages, choices)
+
+    def score_choices_batch(
+        self, items: Sequence[tuple[Sequence[Message], Sequence[str]]]
+    ) -> list[ChoiceScores | None] | None:
+        """With ``can_batch``: every item scored as ``score_choices`` would, in one call (one
+        delay); an item whose prompt contains "[alone]" is left for ``score_choices``."""
+        if not (self.can_batch and self.can_score):
+            return None
+        self.batches.append(len(items))
+        self._tick()
+        return [None if "[alone]" in m[-1]["content"] else self._scores(m, c) for m, c in items]
 
     def choose(
         self, messages: Sequence[Message], choices: Sequence[str], params: GenParams

@@ -7,6 +7,14 @@ prompt decides among them, as a decoder constrained to the choices would: no fur
 evaluation. Otherwise each choice's tokens, followed by the end-of-turn token, are scored by
 rewinding to the end of the prompt, giving the log-probability of each whole answer.
 
+Many records at once (``score_choices_batch``, what ``tuneloop annotate`` uses): the prompts'
+shared prefix is evaluated once into sequence 0 of a second context, each record gets its own
+sequence that shares those cells, and all the records' remaining tokens go through the model in
+one decode call, with logits kept only at each record's last token. A CPU evaluates a few
+hundred tokens in one matrix product faster than thirty at a time, so this is about 1.4x faster
+than one record after another with the same prefix reuse. The prefix stays in sequence 0 from
+one batch to the next, so a run pays for its instruction once.
+
 One model instance runs one call at a time (the engine is told ``max_concurrency`` 1).
 """
 
@@ -14,6 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +34,129 @@ from tuneloop.llm.types import ChoiceScores, Completion, GenParams, Message, Pro
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     top = float(np.max(logits))
     return logits - top - float(np.log(np.sum(np.exp(logits - top))))
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass
+class _Item:
+    """One record of a batch: its prompt tokens and each choice's first token."""
+
+    index: int
+    tokens: list[int]
+    firsts: dict[str, int]
+
+
+class _BatchScorer:
+    """A second llama.cpp context over the same weights, with one KV sequence per record of a
+    batch plus sequence 0 for the prefix the batch shares (kept between batches)."""
+
+    def __init__(self, llm: Any, max_seqs: int, n_batch: int):
+        import llama_cpp
+
+        self._lib = llama_cpp  # kept: freeing may happen while the interpreter shuts down
+        # the model's own context settings (threads, attention, cache types), copied
+        params = type(llm.context_params).from_buffer_copy(llm.context_params)
+        max_seqs = min(max_seqs, llama_cpp.llama_max_parallel_sequences() - 1)
+        params.n_batch = n_batch
+        params.n_seq_max = max_seqs + 1
+        params.kv_unified = True  # the records' sequences share the prefix's cells
+        # flash attention (llama.cpp decides: on where the backend has it) keeps a batch of many
+        # sequences over one shared cache fast; without it batching gains nothing on a CPU
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+        ctx = llama_cpp.llama_init_from_model(llm.model, params)
+        if not ctx:
+            raise ProviderError("llama.cpp could not create a context for batched scoring")
+        self.ctx = ctx
+        self.mem = llama_cpp.llama_get_memory(ctx)
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self.n_ctx, self.n_batch, self.max_seqs = llm.n_ctx(), n_batch, max_seqs
+        self.n_vocab = llm.n_vocab()
+        self.held: list[int] = []  # the tokens sequence 0 holds
+
+    def free(self) -> None:
+        if self.ctx is not None:
+            self._lib.llama_batch_free(self.batch)
+            self._lib.llama_free(self.ctx)
+            self.ctx = None
+
+    def _decode(self, tokens: Sequence[tuple[int, int, int, bool]]) -> None:
+        """Evaluate (token, position, sequence, wants logits) entries in one decode call."""
+        llama_cpp = self._lib
+        b = self.batch
+        b.n_tokens = len(tokens)
+        for j, (token, pos, seq, want) in enumerate(tokens):
+            b.token[j] = token
+            b.pos[j] = pos
+            b.n_seq_id[j] = 1
+            b.seq_id[j][0] = seq
+            b.logits[j] = want
+        code = llama_cpp.llama_decode(self.ctx, b)
+        if code != 0:
+            self.held = []
+            llama_cpp.llama_memory_clear(self.mem, True)
+            raise ProviderError(f"llama.cpp decode failed (code {code}) on a batch of records")
+
+    def groups(self, items: list[_Item]) -> list[tuple[int, list[_Item]]]:
+        """Consecutive items in groups that fit one decode call and the context, each with the
+        length of the prefix its prompts share (never a prompt's last token)."""
+        out: list[tuple[int, list[_Item]]] = []
+        group: list[_Item] = []
+        shared = 0
+        for item in items:
+            if not group:
+                group, shared = [item], len(item.tokens) - 1
+                continue
+            common = min(shared, _common_prefix(group[0].tokens, item.tokens))
+            common = min(common, len(item.tokens) - 1)
+            rest = sum(len(g.tokens) - common for g in group) + len(item.tokens) - common
+            if len(group) < self.max_seqs and rest <= self.n_batch and common + rest < self.n_ctx:
+                group.append(item)
+                shared = common
+            else:
+                out.append((shared, group))
+                group, shared = [item], len(item.tokens) - 1
+        if group:
+            out.append((shared, group))
+        return out
+
+    def score(self, shared: int, group: list[_Item]) -> list[np.ndarray]:
+        """The next-token log-probabilities after each prompt of ``group``."""
+        llama_cpp = self._lib
+        prefix = group[0].tokens[:shared]
+        keep = _common_prefix(self.held, prefix)
+        llama_cpp.llama_memory_seq_rm(self.mem, 0, keep, -1)
+        self.held = self.held[:keep]
+        for start in range(keep, shared, self.n_batch):
+            chunk = prefix[start : start + self.n_batch]
+            self._decode([(t, start + i, 0, False) for i, t in enumerate(chunk)])
+        self.held = prefix
+        entries: list[tuple[int, int, int, bool]] = []
+        outputs: list[int] = []
+        for seq, item in enumerate(group, start=1):
+            llama_cpp.llama_memory_seq_rm(self.mem, seq, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self.mem, 0, seq, -1, -1)
+            last = len(item.tokens) - 1
+            entries += [(item.tokens[p], p, seq, p == last) for p in range(shared, last + 1)]
+            outputs.append(len(entries) - 1)
+        try:
+            self._decode(entries)
+            found = []
+            for j in outputs:
+                ptr = llama_cpp.llama_get_logits_ith(self.ctx, j)
+                logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+                found.append(_log_softmax(logits.astype(np.float64)))
+            return found
+        finally:
+            for seq in range(1, len(group) + 1):
+                llama_cpp.llama_memory_seq_rm(self.mem, seq, -1, -1)
 
 
 class LlamaCppProvider:
@@ -40,15 +172,21 @@ class LlamaCppProvider:
         n_ctx: int | None = None,
         n_threads: int | None = None,
         n_batch: int = 512,
+        batch_records: int = 16,
+        batch_tokens: int = 2048,
     ) -> None:
         from llama_cpp import Llama
 
         self.model = model
         self.path = Path(path)
+        self.n_threads = n_threads or os.cpu_count() or 1
+        self.batch_records = batch_records  # most records in one decode call (0: never batch)
+        self.batch_tokens = batch_tokens  # most tokens in one decode call
+        self._batcher: _BatchScorer | None = None
         self.llm = Llama(
             model_path=str(self.path),
             n_ctx=n_ctx or min(context_length, 4096),
-            n_threads=n_threads or os.cpu_count() or 1,
+            n_threads=self.n_threads,
             n_batch=n_batch,
             logits_all=False,
             verbose=False,
@@ -166,7 +304,54 @@ class LlamaCppProvider:
         self.llm.n_tokens = end
         return ChoiceScores(logprobs, len(prompt), {"scored": "whole answer"})
 
+    def score_choices_batch(
+        self, items: Sequence[tuple[Sequence[Message], Sequence[str]]]
+    ) -> list[ChoiceScores | None] | None:
+        """``score_choices`` for many prompts, evaluated together (see the module docstring).
+        An item whose choices share a first token, or whose prompt does not fit the context,
+        is None: score it alone with ``score_choices``."""
+        if self.batch_records < 2:
+            return None
+        out: list[ChoiceScores | None] = [None] * len(items)
+        ready: list[_Item] = []
+        for index, (messages, choices) in enumerate(items):
+            tokens = self._tokens(self.prompt_text(messages))
+            firsts = {
+                c: self.llm.tokenize(c.encode("utf-8"), add_bos=False, special=False)[:1]
+                or self._end_of_turn
+                for c in choices
+            }
+            distinct = len({f[0] for f in firsts.values()}) == len(firsts)
+            if distinct and 0 < len(tokens) < self.llm.n_ctx():
+                ready.append(_Item(index, tokens, {c: f[0] for c, f in firsts.items()}))
+        if not ready:
+            return out
+        if self._batcher is None:
+            self._batcher = _BatchScorer(self.llm, self.batch_records, self.batch_tokens)
+        for shared, group in self._batcher.groups(ready):
+            for item, logprobs in zip(group, self._batcher.score(shared, group), strict=True):
+                out[item.index] = ChoiceScores(
+                    {c: float(logprobs[t]) for c, t in item.firsts.items()},
+                    len(item.tokens),
+                    {"scored": "first token", "batched": len(group)},
+                )
+        return out
+
     def choose(
         self, messages: Sequence[Message], choices: Sequence[str], params: GenParams
     ) -> Completion | None:
         return None  # score_choices always answers: no need to constrain decoding
+
+    def close(self) -> None:
+        """Free the batch context, then the model."""
+        if self._batcher is not None:
+            self._batcher.free()
+            self._batcher = None
+        close = getattr(self.llm, "close", None)
+        if callable(close):
+            close()
+
+    def __del__(self) -> None:  # the batch context must go before the model it reads
+        batcher = getattr(self, "_batcher", None)
+        if batcher is not None:
+            batcher.free()
