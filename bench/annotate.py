@@ -77,6 +77,7 @@ class TuneloopRun:
     methods: dict[str, int]  # how the engine chose each label
     scored: dict[str, int]  # how the provider scored the labels, where its call log says
     batched: dict[int, int]  # calls by the number of records scored in the same decode
+    template: str | None = None  # the prompt's user template; None: the task's chat format
 
 
 @dataclass
@@ -115,7 +116,7 @@ def timed(cmd: Sequence[str]) -> float:
     return seconds
 
 
-def annotate_cmd(db_url: str, model: str, limit: int) -> list[str]:
+def annotate_cmd(db_url: str, model: str, limit: int, prompt: str | None = None) -> list[str]:
     return [
         tuneloop_exe(),
         "--db",
@@ -128,6 +129,7 @@ def annotate_cmd(db_url: str, model: str, limit: int) -> list[str]:
         "--limit",
         str(limit),
         "--no-cache",
+        *(["--prompt", prompt] if prompt else []),
     ]
 
 
@@ -179,18 +181,63 @@ def read_run(db_url: str, seconds: float, load_seconds: float) -> TuneloopRun:
     return result
 
 
-def run_tuneloop(workdir: Path, model: str, n: int) -> TuneloopRun:
+def few_shot_template(db_url: str, shots: int) -> str:
+    """A user template: the instruction, then ``shots`` labelled reviews of the validation
+    split (the first short ones of each label in dataset order, labels alternating; never a
+    record the benchmark labels, which come from train), then the record."""
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    from tuneloop.store.models import Dataset, Record
+
+    engine = create_engine(db_url)
+    with Session(engine) as session:
+        dataset = session.scalars(select(Dataset).order_by(Dataset.id.desc()).limit(1)).one()
+        labels = [str(x) for x in dataset.labels or []]
+        records = session.scalars(
+            select(Record)
+            .where(Record.dataset_id == dataset.id, Record.split == "validation")
+            .where(Record.input_chars <= 120)
+            .order_by(Record.position)
+        ).all()
+        by_label = {
+            label: [r.fields for r in records if r.fields.get("label") == label] for label in labels
+        }
+    engine.dispose()
+    examples = []
+    for i in range(shots):
+        fields = by_label[labels[i % len(labels)]][i // len(labels)]
+        text = " ".join(str(fields["text"]).split())
+        examples.append(f"Review: {text}\nAnswer: {fields['label']}")
+    head = (
+        "Is each movie review positive or negative? Answer with exactly one of: "
+        '{{ labels | join(", ") }}.'
+    )
+    return "\n\n".join([head, *examples, "Review: {{ text }}\nAnswer:"]) + "\n"
+
+
+def run_tuneloop(workdir: Path, model: str, n: int, shots: int = 0) -> TuneloopRun:
+    workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "annotate.db"
     db_url = f"sqlite:///{db}"
     print(f"importing {DATASET} into {db} ...", flush=True)
     timed([tuneloop_exe(), "--db", db_url, "examples", "import", DATASET, "--split", "0.8,0.1,0.1"])
+    prompt, template = None, None
+    if shots:
+        template = few_shot_template(db_url, shots)
+        user_file = workdir / "few-shot.jinja"
+        user_file.write_text(template, encoding="utf-8")
+        cmd = [tuneloop_exe(), "--db", db_url, "prompt", "new", "few-shot", "--task"]
+        timed([*cmd, "classification", "--user-file", str(user_file)])
+        prompt = "few-shot@1"
     probe = workdir / "load-probe.db"
     shutil.copyfile(db, probe)
     print("tuneloop annotate --limit 1 (start-up and model load) ...", flush=True)
-    load_seconds = timed(annotate_cmd(f"sqlite:///{probe}", model, 1))
+    load_seconds = timed(annotate_cmd(f"sqlite:///{probe}", model, 1, prompt))
     print(f"tuneloop annotate --limit {n} ...", flush=True)
-    seconds = timed(annotate_cmd(db_url, model, n))
+    seconds = timed(annotate_cmd(db_url, model, n, prompt))
     run = read_run(db_url, seconds, load_seconds)
+    run.template = template
     if len(run.records) != n:
         raise SystemExit(f"expected {n} labels from the run, found {len(run.records)}")
     return run
@@ -199,10 +246,14 @@ def run_tuneloop(workdir: Path, model: str, n: int) -> TuneloopRun:
 # -- the prompts tuneloop evaluates, and llama.cpp's raw rate (b) ------------------------
 
 
-def messages_for(task: str, labels: list[str], fields: dict[str, Any]) -> list[dict[str, str]]:
+def messages_for(run: TuneloopRun, fields: dict[str, Any]) -> list[dict[str, str]]:
+    """The messages tuneloop sends for a record: its prompt's, else the task's chat format."""
     from tuneloop.chat import record_messages
+    from tuneloop.llm.prompts import render_messages
 
-    return record_messages(task, fields, labels or fields.get("choices"))
+    if run.template is not None:
+        return render_messages(None, run.template, fields, run.labels, task=run.task)
+    return record_messages(run.task, fields, run.labels or fields.get("choices"))
 
 
 @dataclass
@@ -236,8 +287,7 @@ def raw_eval(model: str, run: TuneloopRun) -> RawRun:
     provider = handle.provider
     assert isinstance(provider, LlamaCppProvider)
     prompts = [
-        provider._tokens(provider.prompt_text(messages_for(run.task, run.labels, r.fields)))
-        for r in run.records
+        provider._tokens(provider.prompt_text(messages_for(run, r.fields))) for r in run.records
     ]
     llm = provider.llm
     llm.reset()
@@ -348,7 +398,7 @@ def naive_loop(model: str, run: TuneloopRun, prompts: list[list[int]], n: int) -
     used = str(next(hf_model.parameters()).dtype).removeprefix("torch.")
 
     def label_one(fields: dict[str, Any]) -> tuple[str | None, list[int]]:
-        messages = messages_for(run.task, run.labels, fields)
+        messages = messages_for(run, fields)
         enc = tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
@@ -451,7 +501,7 @@ def report(run: TuneloopRun, naive: NaiveRun, raw: RawRun) -> str:
         f"{a.tokens_per_s / b.tokens_per_s:.0%} of llama.cpp's prompt rate."
     )
     limit = (
-        f"Each record's own tokens ({own:.0f} on average, what the shared prefix leaves) must "
+        f"each record's own tokens ({own:.0f} on average, what the shared prefix leaves) must "
         f"be evaluated. llama.cpp's best prompt rate here, one full 512-token batch with flash "
         f"attention, is {raw.peak_rate:.0f} tokens/s, so even with label scoring free and every "
         f"record in full batches this model file labels about {ceiling:.2f} records/s at most "
@@ -542,32 +592,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-n", type=int, default=50, help="records for the transformers loop")
     parser.add_argument("--model", default=MODEL, help="registry model name")
     parser.add_argument("--workdir", type=Path, help="keep the databases here")
+    parser.add_argument(
+        "--shots",
+        type=int,
+        default=8,
+        help="also measure a prompt with this many labelled examples before each record (0: no)",
+    )
+    parser.add_argument(
+        "--shot-records", type=int, default=200, help="records for the prompt with examples"
+    )
     parser.add_argument("--write", action="store_true", help="update the results in README.md")
     args = parser.parse_args(argv)
-    if not 1 <= args.naive_n <= args.records:
-        raise SystemExit("--naive-n: between 1 and --records")
+    if not 1 <= args.naive_n <= min(args.records, args.shot_records if args.shots else 10**9):
+        raise SystemExit("--naive-n: between 1 and --records (and --shot-records)")
 
     load = os.getloadavg()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    variants = [(0, args.records)] + ([(args.shots, args.shot_records)] if args.shots else [])
+    parts = []
     with tempfile.TemporaryDirectory(prefix="tuneloop-bench-") as tmp:
-        workdir = args.workdir or Path(tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
-        run = run_tuneloop(workdir, args.model, args.records)
-    print("llama.cpp raw prompt evaluation ...", flush=True)
-    raw = raw_eval(args.model, run)
-    print(f"transformers generate on {args.naive_n} records ...", flush=True)
-    naive = naive_loop(args.model, run, raw.prompts, args.naive_n)
+        for shots, n in variants:
+            workdir = (args.workdir or Path(tmp)) / (f"{shots}-shot" if shots else "chat-format")
+            run = run_tuneloop(workdir, args.model, n, shots)
+            print("llama.cpp raw prompt evaluation ...", flush=True)
+            raw = raw_eval(args.model, run)
+            print(f"transformers generate on {args.naive_n} records ...", flush=True)
+            naive = naive_loop(args.model, run, raw.prompts, args.naive_n)
+            if shots:
+                title = (
+                    f"**Prompt with {shots} examples** (`tuneloop annotate --prompt few-shot@1 "
+                    f"--limit {n}`): the instruction, {shots} labelled reviews of the validation "
+                    "split, then the record; the records are the first "
+                    f"{n} of the train split, as above."
+                )
+            else:
+                title = (
+                    "**The task's chat format** (no `--prompt`: \"Classify the text. Answer "
+                    'with exactly one of: fresh, rotten." and the record).'
+                )
+            parts += [title, "", report(run, naive, raw), ""]
 
-    body = report(run, naive, raw)
     command = " ".join(["python bench/annotate.py", *(argv if argv is not None else sys.argv[1:])])
     section = "\n".join(
         [
-            body,
-            "",
+            *parts,
             f"- command: `{command}`",
             f"- tuneloop: `tuneloop --db sqlite:///annotate.db annotate --dataset {DATASET} "
-            f"--model {args.model} --limit {args.records} --no-cache` after `tuneloop --db ... "
-            f"examples import {DATASET} --split 0.8,0.1,0.1`, in a fresh database",
+            f"--model {args.model} --limit N --no-cache [--prompt few-shot@1]` after "
+            f"`tuneloop --db ... examples import {DATASET} --split 0.8,0.1,0.1` (and "
+            "`tuneloop prompt new few-shot --task classification --user-file ...`), in a fresh "
+            "database for each prompt",
             f"- date: {date}",
             f"- machine: {machine(load)}",
         ]
