@@ -107,6 +107,17 @@ def test_llamacpp_scores_many_records_together(store: Store, smol_path: Path) ->
     assert {r.label for i, r in enumerate(results) if i != 3} <= set(choices)
     provider.close()
     assert provider._batcher is None
+    # a decode call holds at most batch_tokens of the records' own tokens: smaller groups
+    small = LlamaCppProvider(SMOL, smol_path, context_length=2048, batch_tokens=48)
+    polar = [(msgs(t), choices) for t in reviews]
+    tight = small.score_choices_batch(polar)
+    assert tight is not None and all(t is not None for t in tight)
+    sizes = [t.data["batched"] for t in tight if t is not None]
+    assert max(sizes) < len(polar) and sum(1 / n for n in sizes) > 1  # more than one group
+    for got, want in zip(tight, batched[:3] + batched[4:], strict=True):
+        assert got is not None and want is not None
+        assert got.logprobs == pytest.approx(want.logprobs, abs=0.5)
+    small.close()
 
 
 def _free_port() -> int:
