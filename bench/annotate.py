@@ -603,12 +603,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--write", action="store_true", help="update the results in README.md")
     args = parser.parse_args(argv)
-    if not 1 <= args.naive_n <= min(args.records, args.shot_records if args.shots else 10**9):
+    variants = [(0, args.records)] + ([(args.shots, args.shot_records)] if args.shots else [])
+    if not 1 <= args.naive_n <= min(n for _, n in variants):
         raise SystemExit("--naive-n: between 1 and --records (and --shot-records)")
 
     load = os.getloadavg()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    variants = [(0, args.records)] + ([(args.shots, args.shot_records)] if args.shots else [])
     parts = []
     with tempfile.TemporaryDirectory(prefix="tuneloop-bench-") as tmp:
         for shots, n in variants:

@@ -365,7 +365,7 @@ class Engine:
             start = time.perf_counter()
             scored = batch([items[i] for i, _ in todo]) if len(todo) > 1 else None
             if scored is not None:
-                share = (time.perf_counter() - start) * 1000 / max(1, len(todo))
+                share = (time.perf_counter() - start) * 1000 / len(todo)
                 for (i, key), scores in zip(todo, scored, strict=True):
                     if scores is not None:
                         messages, choices = items[i]
