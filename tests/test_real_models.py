@@ -56,33 +56,38 @@ def test_llamacpp_scores_every_label(store: Store, smol_path: Path) -> None:
     assert text is not None and text.tokens_out is not None and text.tokens_out > 0
 
 
+REVIEWS = [
+    "A wonderful, moving film.",
+    "Dull, long and badly acted.",
+    "The best comedy of the year, I laughed throughout.",
+    "A waste of two hours.",
+    "Gorgeous photography and a great cast.",
+    "I walked out halfway through.",
+    "Charming and clever.",
+    "Boring.",
+    "An instant classic.",
+    "Terrible script, worse direction.",
+]
+CHOICES = ["positive", "negative"]
+
+
+def _review(text: str) -> list[Message]:
+    return [
+        {
+            "role": "user",
+            "content": "Is this review positive or negative? Answer with exactly one of: "
+            f"positive, negative.\n\nText:\n{text}",
+        }
+    ]
+
+
 def test_llamacpp_scores_many_records_together(store: Store, smol_path: Path) -> None:
     from tuneloop.llm.providers.llamacpp import LlamaCppProvider
 
-    provider = LlamaCppProvider(SMOL, smol_path, context_length=2048, batch_records=4)
-    reviews = [
-        "A wonderful, moving film.",
-        "Dull, long and badly acted.",
-        "The best comedy of the year, I laughed throughout.",
-        "A waste of two hours.",
-        "Gorgeous photography and a great cast.",
-        "I walked out halfway through.",
-        "Charming and clever.",
-        "Boring.",
-        "An instant classic.",
-        "Terrible script, worse direction.",
-    ]
-    choices = ["positive", "negative"]
-
-    def msgs(text: str) -> list[Message]:
-        return [
-            {
-                "role": "user",
-                "content": "Is this review positive or negative? Answer with exactly one of: "
-                f"positive, negative.\n\nText:\n{text}",
-            }
-        ]
-
+    provider = LlamaCppProvider(
+        SMOL, smol_path, context_length=2048, batch_records=4, scorer="llamacpp"
+    )
+    reviews, choices, msgs = REVIEWS, CHOICES, _review
     items: list[tuple[Sequence[Message], Sequence[str]]] = [(msgs(t), choices) for t in reviews]
     items.insert(3, (msgs("So-so."), ["very good", "very bad"]))  # one first token: not batched
     batched = provider.score_choices_batch(items)
@@ -108,7 +113,9 @@ def test_llamacpp_scores_many_records_together(store: Store, smol_path: Path) ->
     provider.close()
     assert provider._batcher is None
     # a decode call holds at most batch_tokens of the records' own tokens: smaller groups
-    small = LlamaCppProvider(SMOL, smol_path, context_length=2048, batch_tokens=48)
+    small = LlamaCppProvider(
+        SMOL, smol_path, context_length=2048, batch_tokens=48, scorer="llamacpp"
+    )
     polar = [(msgs(t), choices) for t in reviews]
     tight = small.score_choices_batch(polar)
     assert tight is not None and all(t is not None for t in tight)
@@ -118,6 +125,75 @@ def test_llamacpp_scores_many_records_together(store: Store, smol_path: Path) ->
         assert got is not None and want is not None
         assert got.logprobs == pytest.approx(want.logprobs, abs=0.5)
     small.close()
+
+
+def test_torch_scorer_on_the_packaged_model(
+    store: Store, smol_path: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The 8-bit torch scorer converts the GGUF file once, caches it, and scores batches close
+    to llama.cpp's own evaluation of the file."""
+    from tuneloop.llm.providers import torch_scorer
+    from tuneloop.llm.providers.llamacpp import LlamaCppProvider
+    from tuneloop.llm.types import ProviderError
+
+    def provider(scorer: str = "torch") -> LlamaCppProvider:
+        return LlamaCppProvider(
+            SMOL,
+            smol_path,
+            context_length=2048,
+            batch_records=4,
+            scorer=scorer,
+            scorer_cache=tmp_path,
+        )
+
+    torch_side = provider()
+    items: list[tuple[Sequence[Message], Sequence[str]]] = [(_review(t), CHOICES) for t in REVIEWS]
+    batched = torch_side.score_choices_batch(items)
+    assert "converting SmolLM2" in capfd.readouterr().err
+    assert (torch_scorer.cache_folder(smol_path, tmp_path) / "model.safetensors").is_file()
+    assert batched is not None and all(b is not None for b in batched)
+    scored = [b for b in batched if b is not None]
+    assert [b.data["batched"] for b in scored] == [4] * 8 + [2] * 2
+    assert {b.data["scorer"] for b in scored} == {"torch-int8"}
+    diffs = []
+    for item, got in zip(items, scored, strict=True):
+        torch_side.llm.reset()
+        alone = torch_side.score_choices(*item)  # llama.cpp, one record
+        assert alone is not None and got.tokens_in == alone.tokens_in
+        diffs += [abs(got.logprobs[c] - alone.logprobs[c]) for c in CHOICES]
+        margin = alone.logprobs["positive"] - alone.logprobs["negative"]
+        if abs(margin) > 1.0:
+            assert (got.logprobs["positive"] > got.logprobs["negative"]) == (margin > 0)
+    # 8-bit weights and activations against llama.cpp's 4-bit file with 8-bit activations:
+    # both are a few tenths of a nat from the file's float32 weights on this 135M model
+    assert max(diffs) < 1.0 and sum(diffs) / len(diffs) < 0.35
+    results = Engine(store, torch_side, family="smollm").classify_many(items)
+    assert [r.label for r in results] == [
+        max(b.logprobs, key=lambda c: b.logprobs[c]) for b in scored
+    ]
+    torch_side.close()
+    # a second process finds the converted weights: no conversion, the same scores
+    cached = provider()
+    again = cached.score_choices_batch(items)
+    assert "converting" not in capfd.readouterr().err
+    assert again is not None
+    for a, b in zip(again, batched, strict=True):
+        assert a is not None and b is not None
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-6)
+    cached.close()
+    # an architecture the torch scorer does not run: auto uses llama.cpp, torch says why
+    import unittest.mock
+
+    with unittest.mock.patch.object(torch_scorer, "ARCHITECTURES", ("qwen2",)):
+        auto = provider("auto")
+        fallback = auto.score_choices_batch(items[:2])
+        assert fallback is not None and fallback[0] is not None
+        assert fallback[0].data["scorer"] == "llama.cpp"
+        auto.close()
+        strict = provider("torch")
+        with pytest.raises(ProviderError, match="architecture 'llama'"):
+            strict.score_choices_batch(items[:2])
+        strict.close()
 
 
 def _free_port() -> int:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tuneloop.config import cache_dir
 from tuneloop.errors import UserError
 from tuneloop.llm.engine import Price
 from tuneloop.llm.types import Provider
@@ -135,6 +136,8 @@ def _open(name: str, project_dir: Path | None) -> ModelHandle:
                 path,
                 chat_template=spec.chat_template,
                 context_length=spec.context_length,
+                scorer=_scorer(),
+                scorer_cache=cache_dir(),
             ),
             spec.family,
             Price(),
@@ -148,6 +151,16 @@ def _open(name: str, project_dir: Path | None) -> ModelHandle:
             raise UserError(f"model {name!r}: a transformers model needs a path or a hub id")
         return ModelHandle(TransformersProvider(spec.name, source), spec.family, Price(), 1)
     raise UserError(f"model {name!r}: provider {spec.provider!r} is not available yet")
+
+
+def _scorer() -> str:
+    """How local models score batches of records: ``TUNELOOP_SCORER`` (auto, torch, llamacpp)."""
+    from tuneloop.llm.providers.llamacpp import SCORERS
+
+    value = os.environ.get("TUNELOOP_SCORER", "auto").strip().lower() or "auto"
+    if value not in SCORERS:
+        raise UserError(f"TUNELOOP_SCORER={value!r}: choose one of {', '.join(SCORERS)}")
+    return value
 
 
 def _http_concurrency() -> int:

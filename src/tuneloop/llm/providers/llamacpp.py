@@ -15,12 +15,20 @@ hundred tokens in one matrix product faster than thirty at a time, so this is ab
 than one record after another with the same prefix reuse. The prefix stays in sequence 0 from
 one batch to the next, so a run pays for its instruction once.
 
+Where PyTorch multiplies int8 matrices on the CPU and the architecture is one it runs (Llama,
+Qwen2), batches go to ``torch_scorer.TorchScorer`` instead: the same file's weights in 8 bits,
+about 3x faster than llama.cpp's evaluation of a 4-bit file on a CPU with VNNI (see
+``bench/annotate.py``). ``scorer`` chooses: ``auto`` (that, else llama.cpp), ``torch`` or
+``llamacpp``; ``TUNELOOP_SCORER`` sets it for every command.
+
 One model instance runs one call at a time (the engine is told ``max_concurrency`` 1).
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +37,10 @@ from typing import Any
 import numpy as np
 
 from tuneloop.llm.types import ChoiceScores, Completion, GenParams, Message, ProviderError
+
+# how batches of records are scored: "auto" (the torch scorer where it runs, else llama.cpp),
+# "torch" (8-bit PyTorch, see torch_scorer.py; an error where it cannot run) or "llamacpp"
+SCORERS = ("auto", "torch", "llamacpp")
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -54,9 +66,38 @@ class _Item:
     firsts: dict[str, int]
 
 
+def _groups(
+    items: list[_Item], max_seqs: int, n_batch: int, n_ctx: int
+) -> list[tuple[int, list[_Item]]]:
+    """Consecutive items in groups that fit one evaluation (``max_seqs`` records, ``n_batch``
+    tokens after their shared prefix) and the context, each with the length of the prefix its
+    prompts share (never a prompt's last token)."""
+    out: list[tuple[int, list[_Item]]] = []
+    group: list[_Item] = []
+    shared = 0
+    for item in items:
+        if not group:
+            group, shared = [item], len(item.tokens) - 1
+            continue
+        common = min(shared, _common_prefix(group[0].tokens, item.tokens))
+        common = min(common, len(item.tokens) - 1)
+        rest = sum(len(g.tokens) - common for g in group) + len(item.tokens) - common
+        if len(group) < max_seqs and rest <= n_batch and common + rest < n_ctx:
+            group.append(item)
+            shared = common
+        else:
+            out.append((shared, group))
+            group, shared = [item], len(item.tokens) - 1
+    if group:
+        out.append((shared, group))
+    return out
+
+
 class _BatchScorer:
     """A second llama.cpp context over the same weights, with one KV sequence per record of a
     batch plus sequence 0 for the prefix the batch shares (kept between batches)."""
+
+    name = "llama.cpp"
 
     def __init__(self, llm: Any, max_seqs: int, n_batch: int):
         import llama_cpp
@@ -104,33 +145,11 @@ class _BatchScorer:
             llama_cpp.llama_memory_clear(self.mem, True)
             raise ProviderError(f"llama.cpp decode failed (code {code}) on a batch of records")
 
-    def groups(self, items: list[_Item]) -> list[tuple[int, list[_Item]]]:
-        """Consecutive items in groups that fit one decode call and the context, each with the
-        length of the prefix its prompts share (never a prompt's last token)."""
-        out: list[tuple[int, list[_Item]]] = []
-        group: list[_Item] = []
-        shared = 0
-        for item in items:
-            if not group:
-                group, shared = [item], len(item.tokens) - 1
-                continue
-            common = min(shared, _common_prefix(group[0].tokens, item.tokens))
-            common = min(common, len(item.tokens) - 1)
-            rest = sum(len(g.tokens) - common for g in group) + len(item.tokens) - common
-            if len(group) < self.max_seqs and rest <= self.n_batch and common + rest < self.n_ctx:
-                group.append(item)
-                shared = common
-            else:
-                out.append((shared, group))
-                group, shared = [item], len(item.tokens) - 1
-        if group:
-            out.append((shared, group))
-        return out
-
-    def score(self, shared: int, group: list[_Item]) -> list[np.ndarray]:
-        """The next-token log-probabilities after each prompt of ``group``."""
+    def score(self, shared: int, prompts: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """The next-token log-probabilities after each prompt; the first ``shared`` tokens are
+        the same in every prompt."""
         llama_cpp = self._lib
-        prefix = group[0].tokens[:shared]
+        prefix = list(prompts[0][:shared])
         keep = _common_prefix(self.held, prefix)
         llama_cpp.llama_memory_seq_rm(self.mem, 0, keep, -1)
         self.held = self.held[:keep]
@@ -140,11 +159,11 @@ class _BatchScorer:
         self.held = prefix
         entries: list[tuple[int, int, int, bool]] = []
         outputs: list[int] = []
-        for seq, item in enumerate(group, start=1):
+        for seq, prompt in enumerate(prompts, start=1):
             llama_cpp.llama_memory_seq_rm(self.mem, seq, -1, -1)
             llama_cpp.llama_memory_seq_cp(self.mem, 0, seq, -1, -1)
-            last = len(item.tokens) - 1
-            entries += [(item.tokens[p], p, seq, p == last) for p in range(shared, last + 1)]
+            last = len(prompt) - 1
+            entries += [(prompt[p], p, seq, p == last) for p in range(shared, last + 1)]
             outputs.append(len(entries) - 1)
         try:
             self._decode(entries)
@@ -155,7 +174,7 @@ class _BatchScorer:
                 found.append(_log_softmax(logits.astype(np.float64)))
             return found
         finally:
-            for seq in range(1, len(group) + 1):
+            for seq in range(1, len(prompts) + 1):
                 llama_cpp.llama_memory_seq_rm(self.mem, seq, -1, -1)
 
 
@@ -173,15 +192,21 @@ class LlamaCppProvider:
         n_threads: int | None = None,
         n_batch: int = 512,
         batch_records: int = 16,
-        batch_tokens: int = 2048,
+        batch_tokens: int | None = None,
+        scorer: str = "auto",
+        scorer_cache: Path | None = None,
     ) -> None:
         from llama_cpp import Llama
 
+        if scorer not in SCORERS:
+            raise ProviderError(f"unknown scorer {scorer!r}: choose one of {', '.join(SCORERS)}")
         self.model = model
         self.path = Path(path)
-        self.batch_records = batch_records  # most records in one decode call (0: never batch)
-        self.batch_tokens = batch_tokens  # most tokens in one decode call
-        self._batcher: _BatchScorer | None = None
+        self.batch_records = batch_records  # most records in one evaluation (0: never batch)
+        self.batch_tokens = batch_tokens  # most tokens in one evaluation (None: the scorer's)
+        self.scorer = scorer
+        self.scorer_cache = scorer_cache
+        self._batcher: Any = None  # _BatchScorer or torch_scorer.TorchScorer, made on first use
         self.llm = Llama(
             model_path=str(self.path),
             n_ctx=n_ctx or min(context_length, 4096),
@@ -319,15 +344,61 @@ class LlamaCppProvider:
         if not ready:
             return out
         if self._batcher is None:
-            self._batcher = _BatchScorer(self.llm, self.batch_records, self.batch_tokens)
-        for shared, group in self._batcher.groups(ready):
-            for item, logprobs in zip(group, self._batcher.score(shared, group), strict=True):
+            self._batcher = self._make_batcher()
+        batcher = self._batcher
+        n_ctx = self.llm.n_ctx()
+        for shared, group in _groups(ready, batcher.max_seqs, batcher.n_batch, n_ctx):
+            scores = batcher.score(shared, [item.tokens for item in group])
+            for item, logprobs in zip(group, scores, strict=True):
                 out[item.index] = ChoiceScores(
                     {c: float(logprobs[t]) for c, t in item.firsts.items()},
                     len(item.tokens),
-                    {"scored": "first token", "batched": len(group)},
+                    {"scored": "first token", "batched": len(group), "scorer": batcher.name},
                 )
         return out
+
+    def _torch_unavailable(self) -> str | None:
+        """Why the torch scorer cannot run this model file (None: it can)."""
+        architecture = str(self.llm.metadata.get("general.architecture", ""))
+        try:
+            from tuneloop.llm.providers import torch_scorer
+        except ImportError as exc:
+            return f"its packages are missing ({exc})"
+        if architecture not in torch_scorer.ARCHITECTURES:
+            return f"architecture {architecture or 'unknown'!r} is not one it runs"
+        if not torch_scorer.int8_available():
+            return "this PyTorch has no int8 matrix product on the CPU"
+        return None
+
+    def _make_batcher(self) -> Any:
+        """The torch scorer where it can run (``scorer`` auto or torch), else llama.cpp's."""
+        if self.scorer != "llamacpp":
+            reason = self._torch_unavailable()
+            if reason is None:
+                from tuneloop.llm.providers import torch_scorer
+
+                cache = self.scorer_cache or Path(tempfile.gettempdir()) / "tuneloop"
+                folder = torch_scorer.cache_folder(self.path, cache)
+                if not (folder / "model.safetensors").is_file():
+                    sys.stderr.write(
+                        f"tuneloop: converting {self.path.name} to 8 bits for batched label "
+                        f"scoring (once; kept in {folder})\n"
+                    )
+                calibration = self._tokens(
+                    self.prompt_text([{"role": "user", "content": torch_scorer.CALIBRATION}])
+                )
+                try:
+                    model = torch_scorer.load_model(self.path, cache, calibration)
+                    return torch_scorer.TorchScorer(
+                        model, self.llm.n_ctx(), self.batch_records, self.batch_tokens or 512
+                    )
+                except (ImportError, OSError, ValueError, RuntimeError, ProviderError) as exc:
+                    reason = f"{type(exc).__name__}: {exc}"
+                    if self.scorer == "auto":
+                        sys.stderr.write(f"tuneloop: batched scoring uses llama.cpp ({reason})\n")
+            if self.scorer == "torch":
+                raise ProviderError(f"the torch scorer cannot run {self.path.name}: {reason}")
+        return _BatchScorer(self.llm, self.batch_records, self.batch_tokens or 2048)
 
     def choose(
         self, messages: Sequence[Message], choices: Sequence[str], params: GenParams
@@ -335,7 +406,7 @@ class LlamaCppProvider:
         return None  # score_choices always answers: no need to constrain decoding
 
     def close(self) -> None:
-        """Free the batch context, then the model."""
+        """Free the batch scorer, then the model."""
         if self._batcher is not None:
             self._batcher.free()
             self._batcher = None
