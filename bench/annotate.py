@@ -51,6 +51,7 @@ START = "<!-- annotate-results:start -->"
 END = "<!-- annotate-results:end -->"
 MODEL = "qwen2.5-coder-0.5b-instruct"
 DATASET = "rotten-tomatoes"
+PROBE = 2  # records in the start-up probes (a batch of two loads the batch scorer)
 TARGET_RECORDS_X = 10.0  # tuneloop records/s over the naive loop's
 TARGET_TOKENS_SHARE = 0.80  # tuneloop prompt tokens/s over llama.cpp's raw rate
 
@@ -68,7 +69,7 @@ class Labelled:
 @dataclass
 class TuneloopRun:
     seconds: float  # wall time of the whole `tuneloop annotate` command
-    load_seconds: float  # wall time of the same command with --limit 1
+    load_seconds: float  # wall time of the same command with --limit 2
     records: list[Labelled]
     labels: list[str]
     task: str
@@ -79,7 +80,7 @@ class TuneloopRun:
     batched: dict[int, int]  # calls by the number of records scored in the same decode
     scorer: dict[str, int]  # calls by the batch scorer that scored them (torch-int8, llama.cpp)
     template: str | None = None  # the prompt's user template; None: the task's chat format
-    first_seconds: float = 0.0  # the first --limit 1 (converts the model file when it must)
+    first_seconds: float = 0.0  # the first --limit 2 (converts the model file when it must)
     converted: bool = False  # whether that first command converted the file for the torch scorer
     llamacpp: TuneloopRun | None = None  # the same job with TUNELOOP_SCORER=llamacpp
 
@@ -254,10 +255,11 @@ def run_tuneloop(workdir: Path, model: str, n: int, shots: int = 0) -> TuneloopR
     other = workdir / "llamacpp.db"
     for copy in (first, probe, other):
         shutil.copyfile(db, copy)
-    print("tuneloop annotate --limit 1, first use (converts the model file if needed) ...")
-    first_seconds = timed(annotate_cmd(f"sqlite:///{first}", model, 1, prompt))
-    print("tuneloop annotate --limit 1 (start-up and model load) ...", flush=True)
-    load_seconds = timed(annotate_cmd(f"sqlite:///{probe}", model, 1, prompt))
+    # two records: one record alone is scored by llama.cpp, so the batch scorer would not load
+    print("tuneloop annotate --limit 2, first use (converts the model file if needed) ...")
+    first_seconds = timed(annotate_cmd(f"sqlite:///{first}", model, PROBE, prompt))
+    print(f"tuneloop annotate --limit {PROBE} (start-up and model load) ...", flush=True)
+    load_seconds = timed(annotate_cmd(f"sqlite:///{probe}", model, PROBE, prompt))
     print(f"tuneloop annotate --limit {n} ...", flush=True)
     seconds = timed(annotate_cmd(db_url, model, n, prompt))
     run = read_run(db_url, seconds, load_seconds)
@@ -551,7 +553,7 @@ def report(run: TuneloopRun, naives: list[NaiveRun], raw: RawRun) -> str:
         )
     x_naive = tl.records_per_s / a.records_per_s
     share = tl.tokens_per_s / b.tokens_per_s
-    per_record = (run.seconds - run.load_seconds) / max(1, len(run.records) - 1)
+    per_record = (run.seconds - run.load_seconds) / max(1, len(run.records) - PROBE)
     own = raw.kept_tokens / len(prompts)  # tokens per record the shared prefix leaves
     ceiling = raw.peak_rate / own  # records/s at llama.cpp's best rate, scoring free
     batches = ", ".join(f"{n} records: {k}" for n, k in sorted(run.batched.items(), reverse=True))
@@ -593,11 +595,11 @@ def report(run: TuneloopRun, naives: list[NaiveRun], raw: RawRun) -> str:
         [(x.label, y.label) for x, y in zip(run.records, lc.records, strict=True)]
     )
     first_use = (
-        f"the first `--limit 1` converted the model file for the torch scorer and took "
+        f"the first `--limit {PROBE}` converted the model file for the torch scorer and took "
         f"{run.first_seconds:.1f} s (once per model file; later commands load the converted "
         "copy)"
         if run.converted
-        else f"the first `--limit 1` took {run.first_seconds:.1f} s (the model file was "
+        else f"the first `--limit {PROBE}` took {run.first_seconds:.1f} s (the model file was "
         "converted for the torch scorer by an earlier run)"
     )
     others = "; ".join(
@@ -614,8 +616,8 @@ def report(run: TuneloopRun, naives: list[NaiveRun], raw: RawRun) -> str:
         f"- target 2, tuneloop >= {TARGET_TOKENS_SHARE:.0%} of llama.cpp's raw prompt rate in "
         f"tokens/s: **{met_b}** ({share:.0%}){reuse}.",
         f"- tuneloop seconds are the wall time of the whole command, start-up and model load "
-        f"included. `--limit 1` takes {fixed:.1f} s (start-up, migrations, model load, one "
-        f"record), so the labelling itself runs at about {per_record:.3f} s per record "
+        f"included. `--limit {PROBE}` takes {fixed:.1f} s (start-up, migrations, model load, "
+        f"{PROBE} records), so the labelling itself runs at about {per_record:.3f} s per record "
         f"({1 / per_record:.2f} records/s). The model calls alone (sum of the call log's "
         f"latencies) took {run.call_seconds:.1f} s, {run.call_seconds / len(run.records):.3f} s "
         f"per record. {first_use[0].upper()}{first_use[1:]}.",
