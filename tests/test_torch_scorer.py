@@ -185,3 +185,22 @@ def test_tuneloop_scorer_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TUNELOOP_SCORER", "gpu")
     with pytest.raises(UserError, match="TUNELOOP_SCORER='gpu': choose one of auto, torch"):
         factory._scorer()
+
+
+def test_converted_weights_that_do_not_fit_are_refused(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from tuneloop.llm.types import ProviderError
+
+    model = tiny("qwen2")
+    ts.quantize_model(model)
+    folder = tmp_path / "scorers" / "tiny"
+    ts.save_converted(model, folder)
+    state = load_file(str(folder / "model.safetensors"))
+    del state["model.layers.1.mlp.down_proj.ws"]
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(ProviderError, match=r"do not fit the model \(model.layers.1.mlp.down"):
+        ts.load_converted(folder)
+    scorer = ts.TorchScorer(model, 256, 8, 64)
+    with pytest.raises(ValueError, match="a token after the shared prefix"):
+        scorer.score(3, [[1, 2, 3]])

@@ -331,12 +331,14 @@ def load_converted(folder: Path) -> Any:
         k: v.float() if v.dtype == torch.float16 else v
         for k, v in load_file(str(folder / "model.safetensors")).items()
     }
-    model.load_state_dict(state, strict=False, assign=True)
-    if getattr(config, "tie_word_embeddings", False):
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    result = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in result.missing_keys if not (tied and k == "lm_head.weight")]
+    if missing or result.unexpected_keys:
+        wrong = ", ".join([*missing, *result.unexpected_keys][:3])
+        raise ProviderError(f"converted weights in {folder} do not fit the model ({wrong})")
+    if tied:
         model.lm_head.weight = model.get_input_embeddings().weight
-    missing = [n for n, p in model.named_parameters() if p.is_meta]
-    if missing:
-        raise ProviderError(f"converted weights in {folder} lack {', '.join(missing[:3])}")
     return model.eval()
 
 
@@ -436,6 +438,8 @@ class TorchScorer:
     def score(self, shared: int, prompts: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """The next-token log-probabilities after each prompt; the first ``shared`` tokens are
         the same in every prompt."""
+        if any(len(prompt) <= shared for prompt in prompts):
+            raise ValueError("every prompt needs a token after the shared prefix")
         with torch.inference_mode():
             try:
                 self._hold(list(prompts[0][:shared]))
