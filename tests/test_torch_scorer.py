@@ -204,3 +204,14 @@ def test_converted_weights_that_do_not_fit_are_refused(tmp_path: Path) -> None:
     scorer = ts.TorchScorer(model, 256, 8, 64)
     with pytest.raises(ValueError, match="a token after the shared prefix"):
         scorer.score(3, [[1, 2, 3]])
+
+
+def test_fast_int8_reads_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ts, "_cpu_flags", lambda: {"avx2", "avx512_vnni"})
+    assert ts.fast_int8()
+    monkeypatch.setattr(ts, "_cpu_flags", lambda: {"avx_vnni"})
+    assert ts.fast_int8()
+    monkeypatch.setattr(ts, "_cpu_flags", lambda: {"avx2", "fma"})
+    assert not ts.fast_int8()
+    monkeypatch.undo()
+    assert isinstance(ts._cpu_flags(), set)

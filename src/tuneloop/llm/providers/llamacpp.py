@@ -15,11 +15,12 @@ hundred tokens in one matrix product faster than thirty at a time, so this is ab
 than one record after another with the same prefix reuse. The prefix stays in sequence 0 from
 one batch to the next, so a run pays for its instruction once.
 
-Where PyTorch multiplies int8 matrices on the CPU and the architecture is one it runs (Llama,
-Qwen2), batches go to ``torch_scorer.TorchScorer`` instead: the same file's weights in 8 bits,
-about 3x faster than llama.cpp's evaluation of a 4-bit file on a CPU with VNNI (see
-``bench/annotate.py``). ``scorer`` chooses: ``auto`` (that, else llama.cpp), ``torch`` or
-``llamacpp``; ``TUNELOOP_SCORER`` sets it for every command.
+On an x86 CPU with 8-bit dot-product instructions (VNNI), for the architectures it runs
+(Llama, Qwen2), batches go to ``torch_scorer.TorchScorer`` instead: the same file's weights in
+8 bits, 2.2-2.7x faster than llama.cpp's batched scoring of the 4-bit file in the benchmark
+(``bench/annotate.py``). ``scorer`` chooses: ``auto`` (that, else llama.cpp), ``torch`` (the
+torch scorer wherever PyTorch multiplies int8 matrices, an error elsewhere) or ``llamacpp``;
+``TUNELOOP_SCORER`` sets it for every command.
 
 One model instance runs one call at a time (the engine is told ``max_concurrency`` 1).
 """
@@ -358,7 +359,8 @@ class LlamaCppProvider:
         return out
 
     def _torch_unavailable(self) -> str | None:
-        """Why the torch scorer cannot run this model file (None: it can)."""
+        """Why the torch scorer cannot (or, under ``auto``, should not) run this model file;
+        None: it can."""
         architecture = str(self.llm.metadata.get("general.architecture", ""))
         try:
             from tuneloop.llm.providers import torch_scorer
@@ -368,6 +370,8 @@ class LlamaCppProvider:
             return f"architecture {architecture or 'unknown'!r} is not one it runs"
         if not torch_scorer.int8_available():
             return "this PyTorch has no int8 matrix product on the CPU"
+        if self.scorer == "auto" and not torch_scorer.fast_int8():
+            return "this CPU has no 8-bit dot-product instructions (VNNI)"
         return None
 
     def _make_batcher(self) -> Any:
