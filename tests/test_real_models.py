@@ -194,6 +194,14 @@ def test_torch_scorer_on_the_packaged_model(
         with pytest.raises(ProviderError, match="architecture 'llama'"):
             strict.score_choices_batch(items[:2])
         strict.close()
+    # too little memory for the 8-bit copy: auto says so and uses llama.cpp
+    with unittest.mock.patch.object(torch_scorer, "available_memory", lambda: 2**20):
+        short = provider("auto")
+        scores = short.score_choices_batch(items[:2])
+        assert scores is not None and scores[0] is not None
+        assert scores[0].data["scorer"] == "llama.cpp"
+        assert "needs about 0.3 GB of memory and 0.0 GB is available" in capfd.readouterr().err
+        short.close()
 
 
 def _free_port() -> int:

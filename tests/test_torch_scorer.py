@@ -215,3 +215,12 @@ def test_fast_int8_reads_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not ts.fast_int8()
     monkeypatch.undo()
     assert isinstance(ts._cpu_flags(), set)
+
+
+def test_memory_estimates(tmp_path: Path) -> None:
+    free = ts.available_memory()
+    assert free is None or free > 0
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"x" * 1000)
+    assert ts.memory_needed(gguf, converted=True) == 3500
+    assert ts.memory_needed(gguf, converted=False) == 7000

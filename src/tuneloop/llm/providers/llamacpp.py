@@ -372,7 +372,24 @@ class LlamaCppProvider:
             return "this PyTorch has no int8 matrix product on the CPU"
         if self.scorer == "auto" and not torch_scorer.fast_int8():
             return "this CPU has no 8-bit dot-product instructions (VNNI)"
+        if self.scorer == "auto":
+            cache = self._scorer_cache()
+            converted = (
+                torch_scorer.cache_folder(self.path, cache) / "model.safetensors"
+            ).is_file()
+            need, free = (
+                torch_scorer.memory_needed(self.path, converted),
+                torch_scorer.available_memory(),
+            )
+            if free is not None and free < need:
+                return (
+                    f"{'it' if converted else 'converting the model file'} needs about "
+                    f"{need / 2**30:.1f} GB of memory and {free / 2**30:.1f} GB is available"
+                )
         return None
+
+    def _scorer_cache(self) -> Path:
+        return self.scorer_cache or Path(tempfile.gettempdir()) / "tuneloop"
 
     def _make_batcher(self) -> Any:
         """The torch scorer where it can run (``scorer`` auto or torch), else llama.cpp's."""
@@ -381,7 +398,7 @@ class LlamaCppProvider:
             if reason is None:
                 from tuneloop.llm.providers import torch_scorer
 
-                cache = self.scorer_cache or Path(tempfile.gettempdir()) / "tuneloop"
+                cache = self._scorer_cache()
                 folder = torch_scorer.cache_folder(self.path, cache)
                 if not (folder / "model.safetensors").is_file():
                     sys.stderr.write(
@@ -402,6 +419,8 @@ class LlamaCppProvider:
                         sys.stderr.write(f"tuneloop: batched scoring uses llama.cpp ({reason})\n")
             if self.scorer == "torch":
                 raise ProviderError(f"the torch scorer cannot run {self.path.name}: {reason}")
+            if "memory" in reason:
+                sys.stderr.write(f"tuneloop: batched scoring uses llama.cpp ({reason})\n")
         return _BatchScorer(self.llm, self.batch_records, self.batch_tokens or 2048)
 
     def choose(

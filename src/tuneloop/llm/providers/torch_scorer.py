@@ -103,6 +103,27 @@ def fast_int8() -> bool:
     return bool({"avx512_vnni", "avx_vnni"} & _cpu_flags())
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the kernel can give without swapping (``MemAvailable``); None where
+    /proc/meminfo does not say."""
+    try:
+        text = Path("/proc/meminfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("MemAvailable:"):
+            parts = line.split()
+            return int(parts[1]) * 1024 if len(parts) > 1 and parts[1].isdigit() else None
+    return None
+
+
+def memory_needed(path: Path, converted: bool) -> int:
+    """A generous estimate of the memory the scorer needs for the GGUF file at ``path``: a
+    4-bit file becomes about 2.7x its size in memory once converted, and the conversion itself
+    holds the float32 weights, about 5.5x (measured on the packaged Qwen files)."""
+    return int(path.stat().st_size * (3.5 if converted else 7.0))
+
+
 @dataclass
 class Quantized:
     q: torch.Tensor  # (tokens, in) int8, outlier channels zeroed
