@@ -256,7 +256,7 @@ def run_tuneloop(workdir: Path, model: str, n: int, shots: int = 0) -> TuneloopR
     for copy in (first, probe, other):
         shutil.copyfile(db, copy)
     # two records: one record alone is scored by llama.cpp, so the batch scorer would not load
-    print("tuneloop annotate --limit 2, first use (converts the model file if needed) ...")
+    print(f"tuneloop annotate --limit {PROBE}, first use (converts the model file if needed) ...")
     first_seconds = timed(annotate_cmd(f"sqlite:///{first}", model, PROBE, prompt))
     print(f"tuneloop annotate --limit {PROBE} (start-up and model load) ...", flush=True)
     load_seconds = timed(annotate_cmd(f"sqlite:///{probe}", model, PROBE, prompt))

@@ -358,9 +358,9 @@ class LlamaCppProvider:
                 )
         return out
 
-    def _torch_unavailable(self) -> str | None:
-        """Why the torch scorer cannot (or, under ``auto``, should not) run this model file;
-        None: it can."""
+    def _torch_unsupported(self) -> str | None:
+        """Why the torch scorer cannot (or, under ``auto``, should not) run this model file on
+        this machine; None: it can."""
         architecture = str(self.llm.metadata.get("general.architecture", ""))
         try:
             from tuneloop.llm.providers import torch_scorer
@@ -372,55 +372,54 @@ class LlamaCppProvider:
             return "this PyTorch has no int8 matrix product on the CPU"
         if self.scorer == "auto" and not torch_scorer.fast_int8():
             return "this CPU has no 8-bit dot-product instructions (VNNI)"
-        if self.scorer == "auto":
-            cache = self._scorer_cache()
-            converted = (
-                torch_scorer.cache_folder(self.path, cache) / "model.safetensors"
-            ).is_file()
-            need, free = (
-                torch_scorer.memory_needed(self.path, converted),
-                torch_scorer.available_memory(),
-            )
-            if free is not None and free < need:
-                return (
-                    f"{'it' if converted else 'converting the model file'} needs about "
-                    f"{need / 2**30:.1f} GB of memory and {free / 2**30:.1f} GB is available"
-                )
         return None
 
-    def _scorer_cache(self) -> Path:
-        return self.scorer_cache or Path(tempfile.gettempdir()) / "tuneloop"
+    def _torch_batcher(self) -> Any:
+        """The torch scorer: converted weights from the cache, else converted now (announced).
+        Under ``auto``, a ProviderError when the memory it needs is not available."""
+        from tuneloop.llm.providers import torch_scorer
+
+        cache = self.scorer_cache or Path(tempfile.gettempdir()) / "tuneloop"
+        folder = torch_scorer.cache_folder(self.path, cache)
+        converted = (folder / "model.safetensors").is_file()
+        need, free = (
+            torch_scorer.memory_needed(self.path, converted),
+            torch_scorer.available_memory(),
+        )
+        if self.scorer == "auto" and free is not None and free < need:
+            raise ProviderError(
+                f"{'it' if converted else 'converting the model file'} needs about "
+                f"{need / 2**30:.1f} GB of memory and {free / 2**30:.1f} GB is available"
+            )
+        if not converted:
+            sys.stderr.write(
+                f"tuneloop: converting {self.path.name} to 8 bits for batched label "
+                f"scoring (once; kept in {folder})\n"
+            )
+        calibration = self._tokens(
+            self.prompt_text([{"role": "user", "content": torch_scorer.CALIBRATION}])
+        )
+        model = torch_scorer.load_model(self.path, cache, calibration)
+        return torch_scorer.TorchScorer(
+            model, self.llm.n_ctx(), self.batch_records, self.batch_tokens or 512
+        )
 
     def _make_batcher(self) -> Any:
-        """The torch scorer where it can run (``scorer`` auto or torch), else llama.cpp's."""
+        """The torch scorer where it can run (``scorer`` auto or torch), else llama.cpp's;
+        ``auto`` says on stderr why it falls back, except for what the machine lacks."""
         if self.scorer != "llamacpp":
-            reason = self._torch_unavailable()
+            reason = self._torch_unsupported()
             if reason is None:
-                from tuneloop.llm.providers import torch_scorer
-
-                cache = self._scorer_cache()
-                folder = torch_scorer.cache_folder(self.path, cache)
-                if not (folder / "model.safetensors").is_file():
-                    sys.stderr.write(
-                        f"tuneloop: converting {self.path.name} to 8 bits for batched label "
-                        f"scoring (once; kept in {folder})\n"
-                    )
-                calibration = self._tokens(
-                    self.prompt_text([{"role": "user", "content": torch_scorer.CALIBRATION}])
-                )
                 try:
-                    model = torch_scorer.load_model(self.path, cache, calibration)
-                    return torch_scorer.TorchScorer(
-                        model, self.llm.n_ctx(), self.batch_records, self.batch_tokens or 512
-                    )
-                except (ImportError, OSError, ValueError, RuntimeError, ProviderError) as exc:
+                    return self._torch_batcher()
+                except ProviderError as exc:
+                    reason = str(exc)
+                except (ImportError, OSError, ValueError, RuntimeError) as exc:
                     reason = f"{type(exc).__name__}: {exc}"
-                    if self.scorer == "auto":
-                        sys.stderr.write(f"tuneloop: batched scoring uses llama.cpp ({reason})\n")
+                if self.scorer == "auto":
+                    sys.stderr.write(f"tuneloop: batched scoring uses llama.cpp ({reason})\n")
             if self.scorer == "torch":
                 raise ProviderError(f"the torch scorer cannot run {self.path.name}: {reason}")
-            if "memory" in reason:
-                sys.stderr.write(f"tuneloop: batched scoring uses llama.cpp ({reason})\n")
         return _BatchScorer(self.llm, self.batch_records, self.batch_tokens or 2048)
 
     def choose(

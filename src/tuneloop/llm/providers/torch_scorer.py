@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -54,7 +53,7 @@ from tuneloop.llm.types import ProviderError
 # GGUF architectures (``general.architecture``) whose transformers implementation this scorer
 # drives: plain causal attention, no sliding windows or soft-capping.
 ARCHITECTURES = ("llama", "qwen2")
-FORMAT = 3  # bump when the cached layout changes
+FORMAT = 3  # part of the cache key: bump when the cached layout changes
 ATTENTION = "tuneloop_packed"
 OUTLIER = 10.0  # input channels with an activation above this go through float32
 SMOOTHING = 0.5  # how much of the activations' range moves into the weights (SmoothQuant)
@@ -346,7 +345,6 @@ def save_converted(model: Any, folder: Path) -> None:
     try:
         (tmp / "config.json").write_text(model.config.to_json_string(), encoding="utf-8")
         save_file(_state_for_disk(model), str(tmp / "model.safetensors"))
-        (tmp / "format.json").write_text(json.dumps({"format": FORMAT}), encoding="utf-8")
         try:
             os.replace(tmp, folder)
         except OSError:  # another process finished first: keep its copy
@@ -367,10 +365,7 @@ def load_converted(folder: Path) -> Any:
     with init_empty_weights():  # parameters on the meta device: no random initialisation
         model = hf.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     quantize_model(model)
-    state = {
-        k: v.float() if v.dtype == torch.float16 else v
-        for k, v in load_file(str(folder / "model.safetensors")).items()
-    }
+    state = load_file(str(folder / "model.safetensors"))
     tied = bool(getattr(config, "tie_word_embeddings", False))
     result = model.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in result.missing_keys if not (tied and k == "lm_head.weight")]
@@ -459,11 +454,9 @@ class TorchScorer:
 
     def _hold(self, prefix: list[int]) -> None:
         """Make the cache hold exactly ``prefix``, reusing what it already holds."""
-        keep = 0
-        for a, b in zip(self.held, prefix, strict=False):
-            if a != b:
-                break
-            keep += 1
+        from tuneloop.llm.providers.llamacpp import _common_prefix
+
+        keep = _common_prefix(self.held, prefix)
         if keep < len(self.held):
             if keep == 0:
                 self.cache = self._new_cache()
