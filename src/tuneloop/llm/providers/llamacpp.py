@@ -146,9 +146,12 @@ class _BatchScorer:
             llama_cpp.llama_memory_clear(self.mem, True)
             raise ProviderError(f"llama.cpp decode failed (code {code}) on a batch of records")
 
-    def score(self, shared: int, prompts: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    def score(
+        self, shared: int, prompts: Sequence[Sequence[int]], exact: Sequence[int] = ()
+    ) -> list[np.ndarray]:
         """The next-token log-probabilities after each prompt; the first ``shared`` tokens are
-        the same in every prompt."""
+        the same in every prompt. (``exact``, the tokens the caller reads, matters to the torch
+        scorer only: every log-probability here is exact.)"""
         llama_cpp = self._lib
         prefix = list(prompts[0][:shared])
         keep = _common_prefix(self.held, prefix)
@@ -349,7 +352,8 @@ class LlamaCppProvider:
         batcher = self._batcher
         n_ctx = self.llm.n_ctx()
         for shared, group in _groups(ready, batcher.max_seqs, batcher.n_batch, n_ctx):
-            scores = batcher.score(shared, [item.tokens for item in group])
+            wanted = sorted({t for item in group for t in item.firsts.values()})
+            scores = batcher.score(shared, [item.tokens for item in group], wanted)
             for item, logprobs in zip(group, scores, strict=True):
                 out[item.index] = ChoiceScores(
                     {c: float(logprobs[t]) for c, t in item.firsts.items()},
@@ -399,9 +403,9 @@ class LlamaCppProvider:
         calibration = self._tokens(
             self.prompt_text([{"role": "user", "content": torch_scorer.CALIBRATION}])
         )
-        model = torch_scorer.load_model(self.path, cache, calibration)
+        decoder = torch_scorer.load_model(self.path, cache, calibration)
         return torch_scorer.TorchScorer(
-            model, self.llm.n_ctx(), self.batch_records, self.batch_tokens or 512
+            decoder, self.llm.n_ctx(), self.batch_records, self.batch_tokens or 512
         )
 
     def _make_batcher(self) -> Any:

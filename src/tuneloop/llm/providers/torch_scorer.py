@@ -8,23 +8,31 @@ file, so this scorer is what the llama.cpp provider uses for batches of records 
 (``scorer="auto"``, see ``LlamaCppProvider``); generation, single records and the tokenizer
 stay in llama.cpp, so the token ids are the same either way.
 
+Converting a model file (once; cached in ``<cache>/scorers/``): transformers reads the GGUF
+file into its implementation of the architecture (dequantizing the weights), SmoothQuant moves
+part of the activations' range into the weights, and every linear layer of the decoder becomes
+int8 with one scale per output channel; q, k and v are stored as one matrix, so are gate and
+up (they read the same input). The embeddings and norms stay in float32.
+
+Scoring runs ``Int8Decoder``, this module's forward pass for the Llama and Qwen2 decoders
+(transformers is not imported): activations are quantized per token on the fly (dynamic
+W8A8), and the few input channels with outliers are multiplied in float32 (LLM.int8()).
+``tests/test_torch_scorer.py`` checks it against the transformers implementation.
+
 How a batch is evaluated:
 
-- The model is the transformers implementation of the file's architecture, with the weights
-  read from the GGUF file (transformers dequantizes them). Every linear layer of the decoder
-  then holds int8 weights with one scale per output channel; activations are quantized per
-  token on the fly (dynamic W8A8), after SmoothQuant has moved part of their range into the
-  weights, and the few input channels with outliers are multiplied in float32 (LLM.int8()).
-  The embeddings, norms and the output head stay in float32.
-  The converted weights are cached (``<cache>/scorers/``) so a model file is converted once.
 - The prefix the batch's prompts share (chat template, instruction, examples) is evaluated
   once into a KV cache and kept for the next batch while it is the same.
 - The records' remaining tokens are packed one after another into a single sequence with
-  their own positions, and an attention function attends each record's tokens to the prefix
-  and causally to the record's own tokens only: one matrix product per layer for the whole
-  batch, no padding, and attention that does not grow with the batch.
-- The output head runs only at each record's last token; the log-softmax over the whole
-  vocabulary gives log-probabilities, as the llama.cpp paths do.
+  their own positions: one matrix product per layer for the whole batch, no padding.
+  Attention attends each record's tokens to the prefix and causally to its own tokens only,
+  so it does not grow with the batch.
+- The linear layers and the element-wise work around them run on slices of ``CHUNK`` tokens:
+  the intermediate activations of a slice stay in the CPU's cache, which made the MLP about
+  1.6x faster than whole-batch tensors (on a 2-core Xeon).
+- The output head runs only at each record's last token, in 8 bits over the whole vocabulary
+  for the softmax's normaliser, and with float32 activations for the tokens the caller asks
+  about (the labels' first tokens): their logits are not hurt by quantizing the activations.
 
 The scores are not bit-identical to llama.cpp's: the weights are the file's, dequantized then
 requantized to 8 bits, and the activations are quantized too. ``tests/test_real_models.py``
@@ -35,8 +43,8 @@ margin between them is not tiny.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -50,13 +58,18 @@ import torch
 
 from tuneloop.llm.types import ProviderError
 
-# GGUF architectures (``general.architecture``) whose transformers implementation this scorer
-# drives: plain causal attention, no sliding windows or soft-capping.
+# GGUF architectures (``general.architecture``) this scorer runs: plain causal attention, no
+# sliding windows or soft-capping
 ARCHITECTURES = ("llama", "qwen2")
-FORMAT = 3  # part of the cache key: bump when the cached layout changes
-ATTENTION = "tuneloop_packed"
+FORMAT = 4  # part of the cache key: bump when the cached layout changes
 OUTLIER = 10.0  # input channels with an activation above this go through float32
 SMOOTHING = 0.5  # how much of the activations' range moves into the weights (SmoothQuant)
+# the same for the MLP's down projection, whose input has the largest outliers: moving half of
+# their range into the weights cost the weights' precision (closer to the float32 model on
+# 200 Rotten Tomatoes prompts, SmolLM2-135M and Qwen2.5-Coder-0.5B, than 0.5 or none)
+DOWN_SMOOTHING = 0.3
+OUTLIER_CACHE = 4 * 2**20  # bytes of dequantized outlier channels kept per layer
+CHUNK = 256  # tokens per slice for the linear layers and their element-wise work
 # text whose activations set the smoothing scales: channels with large activations are a
 # property of the model, not of the input, so a few sentences of mixed text find them
 CALIBRATION = (
@@ -66,11 +79,6 @@ CALIBRATION = (
     "\n\ndef add(a, b):\n    return a + b\n\nClassify the sentiment of this review: I loved "
     "every minute of it, the cast is wonderful! Label: positive. Review: dull and far too long. "
     "Label: negative. Summarise: the river flooded the town after a week of heavy rain (2,300 mm)."
-)
-
-# (start, end) of each record's tokens in the packed sequence of the current forward pass
-_SPANS: contextvars.ContextVar[list[tuple[int, int]] | None] = contextvars.ContextVar(
-    "tuneloop_spans", default=None
 )
 
 
@@ -123,120 +131,275 @@ def memory_needed(path: Path, converted: bool) -> int:
     return int(path.stat().st_size * (3.5 if converted else 7.0))
 
 
+# -- 8-bit arithmetic -------------------------------------------------------------------------
+
+
+def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A weight matrix (out, in) as int8 with one float32 scale per output channel."""
+    w = w.detach().float()
+    scale = w.abs().amax(dim=1).clamp_(min=1e-8) / 127.0
+    return torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8), scale
+
+
 @dataclass
 class Quantized:
+    """An activation (tokens, in) quantized per token for ``Linear8``."""
+
     q: torch.Tensor  # (tokens, in) int8, outlier channels zeroed
     scale: torch.Tensor  # (tokens, 1) float32
     outliers: tuple[torch.Tensor, torch.Tensor] | None  # channel indices, their float32 values
 
 
-class _Quantizer:
-    """Per-token symmetric int8 quantization of an activation, remembered for the next linear
-    layer that reads the same tensor (q, k and v read one input; so do gate and up).
-
-    Input channels holding an outlier (a value above ``OUTLIER`` in magnitude) are taken out
-    of the 8-bit product and multiplied in float32, as LLM.int8() does: a few channels of
-    large activations would otherwise set every token's scale and leave its other values a
-    handful of levels."""
-
-    def __init__(self) -> None:
-        self._x: torch.Tensor | None = None
-        self._out: Quantized | None = None
-
-    def __call__(self, x: torch.Tensor) -> Quantized:
-        if self._x is x and self._out is not None:
-            return self._out
-        flat = x.reshape(-1, x.shape[-1])
-        size = flat.abs()
-        cols = (size.amax(dim=0) > OUTLIER).nonzero().flatten()
-        outliers = None
-        if cols.numel():
-            outliers = (cols, flat[:, cols])
-            flat = flat.index_fill(1, cols, 0.0)
-            size.index_fill_(1, cols, 0.0)
-        scale = size.amax(dim=1, keepdim=True).clamp_(min=1e-8).div_(127.0)
-        q = torch.div(flat, scale).round_().to(torch.int8)
-        self._x, self._out = x, Quantized(q, scale, outliers)
-        return self._out
-
-    def forget(self) -> None:
-        self._x = self._out = None
+def quantize_tokens(x: torch.Tensor, split: bool = True) -> Quantized:
+    """Symmetric int8 quantization of ``x`` (tokens, in) with one scale per token. Input
+    channels holding an outlier (above ``OUTLIER`` in magnitude) are taken out and kept in
+    float32, as LLM.int8() does: a few channels of large activations would otherwise set every
+    token's scale and leave its other values a handful of levels. ``split=False``: no channel
+    is taken out."""
+    size = x.abs()
+    outliers = None
+    cols = (size.amax(dim=0) > OUTLIER).nonzero().flatten() if split else None
+    if cols is not None and cols.numel():
+        outliers = (cols, x[:, cols])
+        x = x.index_fill(1, cols, 0.0)
+        size.index_fill_(1, cols, 0.0)
+    scale = size.amax(dim=1, keepdim=True).clamp_(min=1e-8).div_(127.0)
+    return Quantized(torch.div(x, scale).round_().to(torch.int8), scale, outliers)
 
 
-class Int8Linear(torch.nn.Module):
-    """A linear layer with int8 weights (one scale per output channel) and int8 activations
-    (one scale per token): ``torch._int_mm`` then both scales."""
+class Linear8:
+    """A linear layer with int8 weights (one scale per output channel) applied to a
+    ``Quantized`` activation: ``torch._int_mm``, then both scales; outlier channels in
+    float32."""
 
-    wq: torch.Tensor  # (in, out) int8
-    ws: torch.Tensor  # (1, out) float32: each output channel's scale
+    def __init__(self, wq: torch.Tensor, ws: torch.Tensor, bias: torch.Tensor | None) -> None:
+        self.wq, self.ws, self.bias = wq, ws, bias  # (out, in) int8, (out,), (out,) or None
+        self.wt = wq.t()  # the product reads the (out, in) layout transposed: measured faster
+        # the dequantized weights of input channels seen with outliers, by channel: mostly
+        # the same channels from one batch to the next (a property of the model)
+        self._columns: dict[int, torch.Tensor] = {}
+        self._room = max(1, OUTLIER_CACHE // (4 * wq.shape[0]))
 
-    def __init__(
-        self, in_features: int, out_features: int, bias: bool, quantizer: _Quantizer
-    ) -> None:
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.register_buffer("wq", torch.empty((in_features, out_features), dtype=torch.int8))
-        self.register_buffer("ws", torch.empty((1, out_features), dtype=torch.float32))
-        self.bias: torch.Tensor | None
-        if bias:
-            self.register_buffer("bias", torch.empty(out_features, dtype=torch.float32))
-        else:
-            self.bias = None
-        self.quantizer = quantizer
+    def _rows(self, cols: torch.Tensor) -> torch.Tensor:
+        """The float32 weights (channels, out) of input channels ``cols``."""
+        found = []
+        for col in cols.tolist():
+            row = self._columns.get(col)
+            if row is None:
+                row = self.wq[:, col].float().mul_(self.ws)
+                if len(self._columns) < self._room:
+                    self._columns[col] = row
+            found.append(row)
+        return torch.stack(found)
 
-    @classmethod
-    def from_linear(cls, linear: torch.nn.Linear, quantizer: _Quantizer) -> Int8Linear:
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, quantizer)
-        w = linear.weight.detach().float()
-        scale = w.abs().amax(dim=1, keepdim=True).clamp_(min=1e-8) / 127.0
-        layer.wq = torch.round(w / scale).clamp_(-127, 127).to(torch.int8).t().contiguous()
-        layer.ws = scale.reshape(1, -1).contiguous()
-        if linear.bias is not None:
-            layer.bias = linear.bias.detach().float().clone()
-        return layer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.quantizer(x)
-        y = torch._int_mm(a.q, self.wq).float().mul_(a.scale).mul_(self.ws)
+    def __call__(self, a: Quantized) -> torch.Tensor:
+        y = torch._int_mm(a.q, self.wt).float().mul_(a.scale).mul_(self.ws)
         if a.outliers is not None:
             cols, values = a.outliers
-            y.addmm_(values, self.wq[cols].float().mul_(self.ws))
+            y.addmm_(values, self._rows(cols))
         if self.bias is not None:
             y.add_(self.bias)
-        return y.reshape(*x.shape[:-1], self.out_features)
+        return y
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True).add_(eps)) * weight
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding, halves layout (``x`` is tokens, heads, head_dim)."""
+    half = x.shape[-1] // 2
+    turned = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + turned * sin
+
+
+# -- the decoder ------------------------------------------------------------------------------
+
+
+@dataclass
+class DecoderConfig:
+    """What ``Int8Decoder`` needs to know about a Llama or Qwen2 decoder."""
+
+    architecture: str
+    vocab: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    eps: float
+    tied: bool  # the output head is the embedding matrix
+    rope_scaling: float = 1.0  # transformers' ``attention_scaling`` of the rotary embedding
+
+    def names(self) -> list[str]:
+        """The tensors a converted model holds (biases are optional)."""
+        names = ["embed", "norm", "inv_freq", "head.wq", "head.ws", "head.smooth"]
+        for i in range(self.layers):
+            names += [f"layers.{i}.attn_norm", f"layers.{i}.mlp_norm"]
+            for part in ("qkv", "o", "gate_up", "down"):
+                names += [f"layers.{i}.{part}.wq", f"layers.{i}.{part}.ws"]
+        return names
+
+
+class _Layer:
+    def __init__(self, state: dict[str, torch.Tensor], i: int) -> None:
+        def linear(part: str) -> Linear8:
+            p = f"layers.{i}.{part}."
+            return Linear8(state[p + "wq"], state[p + "ws"], state.get(p + "bias"))
+
+        self.attn_norm = state[f"layers.{i}.attn_norm"]
+        self.mlp_norm = state[f"layers.{i}.mlp_norm"]
+        self.qkv, self.o = linear("qkv"), linear("o")
+        self.gate_up, self.down = linear("gate_up"), linear("down")
+
+
+class KVCache:
+    """The keys and values of the tokens a prefix put in each layer."""
+
+    def __init__(self) -> None:
+        self.keys: list[torch.Tensor] = []  # per layer: (1, kv_heads, cached tokens, head_dim)
+        self.values: list[torch.Tensor] = []
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[2] if self.keys else 0
+
+    def crop(self, length: int) -> None:
+        """Keep the first ``length`` tokens."""
+        if length <= 0:
+            self.keys, self.values = [], []
+        else:
+            self.keys = [k[:, :, :length] for k in self.keys]
+            self.values = [v[:, :, :length] for v in self.values]
+
+
+class Int8Decoder:
+    """The forward pass of a Llama or Qwen2 decoder with ``Linear8`` layers over packed
+    records (see the module docstring)."""
+
+    def __init__(self, config: DecoderConfig, state: dict[str, torch.Tensor]) -> None:
+        self.config = config
+        self.embed, self.norm = state["embed"], state["norm"]
+        self.inv_freq = state["inv_freq"]
+        self.head = Linear8(state["head.wq"], state["head.ws"], None)
+        self.head_smooth = state["head.smooth"]
+        self.layers = [_Layer(state, i) for i in range(config.layers)]
+
+    def forward(
+        self,
+        tokens: list[int],
+        positions: list[int],
+        spans: list[tuple[int, int]],
+        cache: KVCache,
+        keep: bool = False,
+    ) -> torch.Tensor:
+        """Hidden states (tokens, hidden) before the final norm. Each span of ``tokens`` attends
+        to the ``cache``'s tokens and causally to itself; ``keep`` appends the tokens' keys and
+        values to the cache (for a prefix: one span)."""
+        c = self.config
+        n = len(tokens)
+        x = self.embed[torch.tensor(tokens)]
+        angles = torch.tensor(positions, dtype=torch.float32)[:, None] * self.inv_freq[None]
+        angles = torch.cat((angles, angles), dim=-1)
+        cos = (angles.cos() * c.rope_scaling)[:, None]
+        sin = (angles.sin() * c.rope_scaling)[:, None]
+        q_size, kv_size = c.heads * c.head_dim, c.kv_heads * c.head_dim
+        scaling = c.head_dim**-0.5
+        past = cache.length
+        for i, layer in enumerate(self.layers):
+            qkv = torch.empty((n, q_size + 2 * kv_size))
+            for s in range(0, n, CHUNK):
+                h = rms_norm(x[s : s + CHUNK], layer.attn_norm, c.eps)
+                qkv[s : s + CHUNK] = layer.qkv(quantize_tokens(h))
+            # (1, heads, tokens, head_dim), as scaled_dot_product_attention's CPU kernel wants
+            q = rotate(qkv[:, :q_size].view(n, c.heads, c.head_dim), cos, sin)
+            q = q.transpose(0, 1)[None]
+            k = qkv[:, q_size : q_size + kv_size].view(n, c.kv_heads, c.head_dim)
+            k = rotate(k, cos, sin).transpose(0, 1)[None]
+            v = qkv[:, q_size + kv_size :].view(n, c.kv_heads, c.head_dim).transpose(0, 1)[None]
+            if past:
+                pk, pv = cache.keys[i], cache.values[i]
+            outs = []
+            for start, end in spans:
+                m = end - start
+                sk, sv = k[:, :, start:end], v[:, :, start:end]
+                mask = torch.ones((m, m), dtype=torch.bool).tril_()
+                if past:
+                    sk, sv = torch.cat((pk, sk), dim=2), torch.cat((pv, sv), dim=2)
+                    mask = torch.cat((torch.ones((m, past), dtype=torch.bool), mask), dim=1)
+                outs.append(
+                    torch.nn.functional.scaled_dot_product_attention(
+                        q[:, :, start:end], sk, sv, attn_mask=mask, scale=scaling, enable_gqa=True
+                    )
+                )
+            if keep:
+                if past:
+                    cache.keys[i] = torch.cat((pk, k), dim=2)
+                    cache.values[i] = torch.cat((pv, v), dim=2)
+                else:
+                    cache.keys.append(k.contiguous())
+                    cache.values.append(v.contiguous())
+            out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+            attended = out[0].transpose(0, 1).reshape(n, q_size)
+            for s in range(0, n, CHUNK):
+                rows = x[s : s + CHUNK]
+                rows += layer.o(quantize_tokens(attended[s : s + CHUNK]))
+                h = rms_norm(rows, layer.mlp_norm, c.eps)
+                gate_up = layer.gate_up(quantize_tokens(h))
+                half = gate_up.shape[1] // 2
+                inner = torch.nn.functional.silu(gate_up[:, :half]).mul_(gate_up[:, half:])
+                rows += layer.down(quantize_tokens(inner))
+        return x
+
+    def log_probs(self, hidden: torch.Tensor, exact: Sequence[int]) -> torch.Tensor:
+        """Next-token log-probabilities (float64) from last hidden states: the 8-bit head over
+        the whole vocabulary, float32 logits for the ``exact`` tokens."""
+        hidden = rms_norm(hidden, self.norm, self.config.eps)
+        logits = self.head(quantize_tokens(hidden / self.head_smooth, split=False))
+        if exact:
+            ids = torch.tensor(sorted(set(exact)))
+            if self.config.tied:
+                rows = self.embed[ids]
+            else:  # a head of its own is kept in 8 bits only: its rows, dequantized
+                rows = self.head.wq[ids].float().mul_(self.head.ws[ids, None])
+                rows.div_(self.head_smooth)
+            logits[:, ids] = hidden @ rows.t()
+        return torch.log_softmax(logits.double(), dim=-1)
+
+
+# -- converting a GGUF file once, and the cache of converted weights ---------------------------
 
 
 def _layers(model: Any) -> list[Any]:
     return list(model.model.layers)
 
 
-def quantize_model(model: Any) -> None:
-    """Replace the decoder's linear layers with ``Int8Linear`` (in place); q, k and v share
-    one quantizer (they read one input), so do gate and up. The output head stays in float32:
-    it runs on one token per record, and 8 bits there doubled the error against the file's
-    weights (measured on Qwen2.5-Coder-0.5B) while saving no time."""
-    shared = {"q_proj": "attn", "k_proj": "attn", "v_proj": "attn", "gate_proj": "mlp"}
-    shared["up_proj"] = "mlp"
-    for layer in _layers(model):
-        quantizers: dict[str, _Quantizer] = {}
-        for parent in (layer.self_attn, layer.mlp):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, torch.nn.Linear):
-                    group = shared.get(name, name)
-                    quantizer = quantizers.setdefault(group, _Quantizer())
-                    setattr(parent, name, Int8Linear.from_linear(child, quantizer))
+def _balance(x_max: torch.Tensor, w_max: torch.Tensor, alpha: float) -> torch.Tensor:
+    """SmoothQuant's per-channel scale: ``max|x|^alpha / max|w|^(1 - alpha)``."""
+    scale = x_max.clamp(min=1e-5).pow(alpha) / w_max.clamp(min=1e-5).pow(1 - alpha)
+    return scale.clamp_(min=1e-5)
 
 
-def smooth_model(model: Any, tokens: Sequence[int], alpha: float = SMOOTHING) -> None:
-    """SmoothQuant (in place, before ``quantize_model``): divide each input channel of the
-    attention and MLP input projections by ``max|x|^alpha / max|w|^(1 - alpha)`` and multiply
-    the weights by the same, folding the division into the RMSNorm before them. The model
-    computes the same function; the activations have a smaller range to quantize. ``max|x|``
-    comes from running ``tokens`` through the model."""
+def smooth_model(model: Any, tokens: Sequence[int], alpha: float = SMOOTHING) -> torch.Tensor:
+    """SmoothQuant (in place, on a transformers model): divide each input channel of a linear
+    layer's input by ``max|x|^alpha / max|w|^(1 - alpha)`` and multiply the layer's weights by
+    the same. For the attention and MLP input projections the division is folded into the
+    RMSNorm before them; for the MLP's down projection into the up projection's output
+    channels (the gate's SiLU is not touched). The model computes the same function; the
+    activations have a smaller range to quantize. ``max|x|`` comes from running ``tokens``
+    through the model.
+
+    Returns the scale for the output head's input, which cannot be folded into the final norm
+    (the float32 logits need the true hidden state): ``pack_model`` stores it."""
     seen: dict[tuple[int, str], torch.Tensor] = {}
     hooks = []
     for i, layer in enumerate(_layers(model)):
-        for key, module in (("attn", layer.self_attn.q_proj), ("mlp", layer.mlp.gate_proj)):
+        mlp = layer.mlp
+        for key, module in (
+            ("attn", layer.self_attn.q_proj),
+            ("mlp", mlp.gate_proj),
+            ("down", mlp.down_proj),
+        ):
 
             def hook(_: Any, args: tuple[torch.Tensor, ...], i: int = i, key: str = key) -> None:
                 x = args[0].detach().abs().reshape(-1, args[0].shape[-1]).amax(dim=0)
@@ -245,7 +408,8 @@ def smooth_model(model: Any, tokens: Sequence[int], alpha: float = SMOOTHING) ->
             hooks.append(module.register_forward_pre_hook(hook))
     try:
         with torch.inference_mode():
-            model.model(input_ids=torch.tensor([list(tokens)]))
+            out = model.model(input_ids=torch.tensor([list(tokens)]))
+            head_max = out.last_hidden_state[0].abs().amax(dim=0).clone()
     finally:
         for handle in hooks:
             handle.remove()
@@ -257,64 +421,85 @@ def smooth_model(model: Any, tokens: Sequence[int], alpha: float = SMOOTHING) ->
                 ("mlp", layer.post_attention_layernorm, [mlp.gate_proj, mlp.up_proj]),
             ):
                 w_max = torch.stack([lin.weight.abs().amax(dim=0) for lin in linears]).amax(0)
-                scale = seen[i, key].clamp(min=1e-5).pow(alpha) / w_max.clamp(min=1e-5).pow(
-                    1 - alpha
-                )
-                scale.clamp_(min=1e-5)
+                scale = _balance(seen[i, key], w_max, alpha)
                 norm.weight.div_(scale)
                 for lin in linears:
                     lin.weight.mul_(scale)
+            w_max = mlp.down_proj.weight.abs().amax(dim=0)
+            scale = _balance(seen[i, "down"], w_max, DOWN_SMOOTHING)
+            mlp.up_proj.weight.div_(scale[:, None])
+            if mlp.up_proj.bias is not None:
+                mlp.up_proj.bias.div_(scale)
+            mlp.down_proj.weight.mul_(scale)
+        return _balance(head_max, model.lm_head.weight.detach().abs().amax(dim=0), alpha)
 
 
-def _forget_activations(model: Any) -> None:
-    for module in model.modules():
-        if isinstance(module, Int8Linear):
-            module.quantizer.forget()
+def decoder_config(model: Any) -> DecoderConfig:
+    """The ``DecoderConfig`` of a transformers Llama or Qwen2 model; ValueError for what the
+    decoder does not run."""
+    config = model.config
+    architecture = {"LlamaConfig": "llama", "Qwen2Config": "qwen2"}.get(type(config).__name__)
+    if architecture is None:
+        raise ValueError(f"no int8 decoder for {type(config).__name__}")
+    if getattr(config, "use_sliding_window", False) or getattr(config, "hidden_act", "silu") != (
+        "silu"
+    ):
+        raise ValueError("sliding-window attention and activations other than SiLU are not run")
+    heads = int(config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+    tied = model.lm_head.weight is model.get_input_embeddings().weight
+    return DecoderConfig(
+        architecture=architecture,
+        vocab=int(config.vocab_size),
+        hidden=int(config.hidden_size),
+        layers=int(config.num_hidden_layers),
+        heads=heads,
+        kv_heads=int(config.num_key_value_heads or heads),
+        head_dim=head_dim,
+        eps=float(config.rms_norm_eps),
+        tied=tied,
+        rope_scaling=float(getattr(model.model.rotary_emb, "attention_scaling", 1.0)),
+    )
 
 
-def packed_attention(
-    module: Any,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """Attention for a packed batch: the tokens of each span attend to everything cached
-    before this forward pass (the shared prefix) and causally to their own span. Without
-    spans, the whole input is one span (plain causal attention after the cache)."""
-    length = query.shape[2]
-    spans = _SPANS.get() or [(0, length)]
-    past = key.shape[2] - length
-    gqa = key.shape[1] != query.shape[1]
-    outs = []
-    for start, end in spans:
-        n = end - start
-        k = key[:, :, past + start : past + end]
-        v = value[:, :, past + start : past + end]
-        causal = torch.ones((n, n), dtype=torch.bool).tril_()
-        if past:
-            k = torch.cat([key[:, :, :past], k], dim=2)
-            v = torch.cat([value[:, :, :past], v], dim=2)
-            causal = torch.cat([torch.ones((n, past), dtype=torch.bool), causal], dim=1)
-        outs.append(
-            torch.nn.functional.scaled_dot_product_attention(
-                query[:, :, start:end], k, v, attn_mask=causal, scale=scaling, enable_gqa=gqa
+def pack_model(
+    model: Any, head_smooth: torch.Tensor
+) -> tuple[DecoderConfig, dict[str, torch.Tensor]]:
+    """The config and tensors of ``Int8Decoder`` for a transformers model smoothed by
+    ``smooth_model`` (which gave ``head_smooth``): q, k and v as one int8 matrix, gate and up
+    as another, each with its scales and biases."""
+    config = decoder_config(model)
+    state: dict[str, torch.Tensor] = {}
+
+    def linear(name: str, parts: list[Any]) -> None:
+        w = torch.cat([p.weight.detach().float() for p in parts])
+        state[name + ".wq"], state[name + ".ws"] = quantize_weight(w)
+        if any(p.bias is not None for p in parts):
+            state[name + ".bias"] = torch.cat(
+                [
+                    p.bias.detach().float() if p.bias is not None else torch.zeros(p.out_features)
+                    for p in parts
+                ]
             )
+
+    with torch.no_grad():
+        inner = model.model
+        state["embed"] = inner.embed_tokens.weight.detach().float()
+        state["norm"] = inner.norm.weight.detach().float()
+        state["inv_freq"] = inner.rotary_emb.inv_freq.detach().float()
+        state["head.smooth"] = head_smooth.float()
+        state["head.wq"], state["head.ws"] = quantize_weight(
+            model.lm_head.weight.detach().float() * head_smooth
         )
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
-    return out.transpose(1, 2).contiguous(), None
-
-
-def _register_attention() -> None:
-    from transformers import AttentionInterface
-
-    AttentionInterface.register(ATTENTION, packed_attention)
-
-
-# -- converting a GGUF file once, and the cache of converted weights ---------------------------
+        for i, layer in enumerate(_layers(model)):
+            attn, mlp = layer.self_attn, layer.mlp
+            state[f"layers.{i}.attn_norm"] = layer.input_layernorm.weight.detach().float()
+            state[f"layers.{i}.mlp_norm"] = layer.post_attention_layernorm.weight.detach().float()
+            linear(f"layers.{i}.qkv", [attn.q_proj, attn.k_proj, attn.v_proj])
+            linear(f"layers.{i}.o", [attn.o_proj])
+            linear(f"layers.{i}.gate_up", [mlp.gate_proj, mlp.up_proj])
+            linear(f"layers.{i}.down", [mlp.down_proj])
+    return config, {k: v.contiguous() for k, v in state.items()}
 
 
 def cache_folder(path: Path, cache: Path) -> Path:
@@ -326,25 +511,16 @@ def cache_folder(path: Path, cache: Path) -> Path:
     return cache / "scorers" / f"{path.stem}-{digest}"
 
 
-def _state_for_disk(model: Any) -> dict[str, torch.Tensor]:
-    tied = model.lm_head.weight is model.get_input_embeddings().weight
-    state = {}
-    for name, tensor in model.state_dict().items():
-        if name.endswith("rotary_emb.inv_freq") or (tied and name == "lm_head.weight"):
-            continue
-        state[name] = tensor.contiguous()
-    return state
-
-
-def save_converted(model: Any, folder: Path) -> None:
-    """Write a quantized model to ``folder`` atomically (a temporary folder, then a rename)."""
+def save_converted(config: DecoderConfig, state: dict[str, torch.Tensor], folder: Path) -> None:
+    """Write a converted model to ``folder`` atomically (a temporary folder, then a rename)."""
     from safetensors.torch import save_file
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     try:
-        (tmp / "config.json").write_text(model.config.to_json_string(), encoding="utf-8")
-        save_file(_state_for_disk(model), str(tmp / "model.safetensors"))
+        text = json.dumps({"format": FORMAT, **config.__dict__}, indent=1)
+        (tmp / "config.json").write_text(text, encoding="utf-8")
+        save_file(state, str(tmp / "model.safetensors"))
         try:
             os.replace(tmp, folder)
         except OSError:  # another process finished first: keep its copy
@@ -354,32 +530,29 @@ def save_converted(model: Any, folder: Path) -> None:
         raise
 
 
-def load_converted(folder: Path) -> Any:
-    """A quantized model saved by ``save_converted``."""
-    import transformers
-    from accelerate import init_empty_weights
+def load_converted(folder: Path) -> Int8Decoder:
+    """The decoder saved by ``save_converted`` in ``folder``."""
     from safetensors.torch import load_file
 
-    hf: Any = transformers
-    config = hf.AutoConfig.from_pretrained(str(folder))
-    with init_empty_weights():  # parameters on the meta device: no random initialisation
-        model = hf.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    quantize_model(model)
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if raw.pop("format", None) != FORMAT:
+            raise ValueError("written by another version of tuneloop")
+        config = DecoderConfig(**raw)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ProviderError(f"converted weights in {folder} cannot be read ({exc})") from exc
     state = load_file(str(folder / "model.safetensors"))
-    tied = bool(getattr(config, "tie_word_embeddings", False))
-    result = model.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in result.missing_keys if not (tied and k == "lm_head.weight")]
-    if missing or result.unexpected_keys:
-        wrong = ", ".join([*missing, *result.unexpected_keys][:3])
-        raise ProviderError(f"converted weights in {folder} do not fit the model ({wrong})")
-    if tied:
-        model.lm_head.weight = model.get_input_embeddings().weight
-    return model.eval()
+    missing = [name for name in config.names() if name not in state]
+    if missing:
+        raise ProviderError(
+            f"converted weights in {folder} do not fit the model ({', '.join(missing[:3])})"
+        )
+    return Int8Decoder(config, state)
 
 
-def convert_gguf(path: Path, calibration: Sequence[int]) -> Any:
-    """The transformers model of the GGUF file at ``path`` (dequantized), smoothed with the
-    activations of the ``calibration`` tokens and quantized to int8."""
+def convert_gguf(path: Path, calibration: Sequence[int]) -> tuple[DecoderConfig, dict[str, Any]]:
+    """The GGUF file at ``path`` read by transformers (dequantized), smoothed with the
+    activations of the ``calibration`` tokens and packed in int8."""
     import transformers
 
     hf: Any = transformers
@@ -392,65 +565,40 @@ def convert_gguf(path: Path, calibration: Sequence[int]) -> Any:
         model.lm_head.weight, embeddings
     ):  # a file without its own output matrix: share the embeddings' (once in memory)
         model.lm_head.weight = embeddings
-        model.config.tie_word_embeddings = True
-    smooth_model(model, calibration)
-    quantize_model(model)
-    return model.eval()
+    model.eval()
+    return pack_model(model, smooth_model(model, calibration))
 
 
-def load_model(path: Path, cache: Path, calibration: Sequence[int]) -> Any:
-    """The int8 model of ``path``: from the cache, else converted once and cached."""
+def load_model(path: Path, cache: Path, calibration: Sequence[int]) -> Int8Decoder:
+    """The int8 decoder of ``path``: from the cache, else converted once and cached."""
     folder = cache_folder(path, cache)
     if (folder / "model.safetensors").is_file():
         return load_converted(folder)
-    model = convert_gguf(path, calibration)
+    config, state = convert_gguf(path, calibration)
     with contextlib.suppress(OSError):  # a read-only cache still scores (converting each time)
-        save_converted(model, folder)
-    return model
+        save_converted(config, state, folder)
+    return Int8Decoder(config, state)
 
 
 # -- scoring ------------------------------------------------------------------------------------
 
 
 class TorchScorer:
-    """Scores batches of prompts (token ids) with a transformers causal LM, keeping the prefix
-    the prompts share in a KV cache between batches. Same interface as llama.cpp's batch scorer
-    in ``llamacpp.py``: ``score(shared, prompts)`` and ``free()``."""
+    """Scores batches of prompts (token ids) with an ``Int8Decoder``, keeping the prefix the
+    prompts share in a KV cache between batches. Same interface as llama.cpp's batch scorer in
+    ``llamacpp.py``: ``score(shared, prompts, exact)`` and ``free()``."""
 
     name = "torch-int8"
 
-    def __init__(self, model: Any, n_ctx: int, max_seqs: int, n_batch: int) -> None:
-        import transformers
-
-        hf: Any = transformers
-        _register_attention()
-        model.set_attn_implementation(ATTENTION)
-        self.model = model
+    def __init__(self, decoder: Int8Decoder, n_ctx: int, max_seqs: int, n_batch: int) -> None:
+        self.decoder = decoder
         self.n_ctx, self.max_seqs, self.n_batch = n_ctx, max_seqs, n_batch
-        self._new_cache: Any = lambda: hf.DynamicCache(config=model.config)
-        self.cache: Any = self._new_cache()
+        self.cache = KVCache()
         self.held: list[int] = []  # the tokens the cache holds
 
     def free(self) -> None:
-        self.cache = self._new_cache()
+        self.cache.crop(0)
         self.held = []
-
-    def _forward(
-        self, tokens: list[int], positions: list[int], spans: list[tuple[int, int]]
-    ) -> torch.Tensor:
-        reset = _SPANS.set(spans)
-        try:
-            out = self.model.model(
-                input_ids=torch.tensor([tokens]),
-                position_ids=torch.tensor([positions]),
-                past_key_values=self.cache,
-                use_cache=True,
-            )
-        finally:
-            _SPANS.reset(reset)
-            _forget_activations(self.model)
-        hidden: torch.Tensor = out.last_hidden_state[0]
-        return hidden
 
     def _hold(self, prefix: list[int]) -> None:
         """Make the cache hold exactly ``prefix``, reusing what it already holds."""
@@ -458,19 +606,19 @@ class TorchScorer:
 
         keep = _common_prefix(self.held, prefix)
         if keep < len(self.held):
-            if keep == 0:
-                self.cache = self._new_cache()
-            else:
-                self.cache.crop(keep - len(self.held))
+            self.cache.crop(keep)
             self.held = self.held[:keep]
         for start in range(keep, len(prefix), self.n_batch):
             chunk = prefix[start : start + self.n_batch]
-            self._forward(chunk, list(range(start, start + len(chunk))), [(0, len(chunk))])
+            positions = list(range(start, start + len(chunk)))
+            self.decoder.forward(chunk, positions, [(0, len(chunk))], self.cache, keep=True)
             self.held = prefix[: start + len(chunk)]
 
-    def score(self, shared: int, prompts: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    def score(
+        self, shared: int, prompts: Sequence[Sequence[int]], exact: Sequence[int] = ()
+    ) -> list[np.ndarray]:
         """The next-token log-probabilities after each prompt; the first ``shared`` tokens are
-        the same in every prompt."""
+        the same in every prompt. Those of the ``exact`` tokens come from the float32 head."""
         if any(len(prompt) <= shared for prompt in prompts):
             raise ValueError("every prompt needs a token after the shared prefix")
         with torch.inference_mode():
@@ -484,11 +632,9 @@ class TorchScorer:
                     spans.append((len(tokens), len(tokens) + len(rest)))
                     tokens += rest
                     positions += range(shared, shared + len(rest))
-                hidden = self._forward(tokens, positions, spans)
-                self.cache.crop(shared - self.cache.get_seq_length())
+                hidden = self.decoder.forward(tokens, positions, spans, self.cache)
                 last = hidden[[end - 1 for _, end in spans]]
-                logits = self.model.lm_head(last).double()
-                return list(torch.log_softmax(logits, dim=-1).numpy())
+                return list(self.decoder.log_probs(last, exact).numpy())
             except (RuntimeError, ValueError, IndexError) as exc:
                 self.free()
                 raise ProviderError(f"torch scorer failed on a batch of records: {exc}") from exc
