@@ -306,6 +306,10 @@ class Int8Decoder:
         q_size, kv_size = c.heads * c.head_dim, c.kv_heads * c.head_dim
         scaling = c.head_dim**-0.5
         past = cache.length
+        masks = []  # each span attends to the cached tokens and causally to itself
+        for start, end in spans:
+            mask = torch.ones((end - start, past + end - start), dtype=torch.bool)
+            masks.append(mask.tril_(diagonal=past))
         for i, layer in enumerate(self.layers):
             qkv = torch.empty((n, q_size + 2 * kv_size))
             for s in range(0, n, CHUNK):
@@ -320,13 +324,10 @@ class Int8Decoder:
             if past:
                 pk, pv = cache.keys[i], cache.values[i]
             outs = []
-            for start, end in spans:
-                m = end - start
+            for (start, end), mask in zip(spans, masks, strict=True):
                 sk, sv = k[:, :, start:end], v[:, :, start:end]
-                mask = torch.ones((m, m), dtype=torch.bool).tril_()
                 if past:
                     sk, sv = torch.cat((pk, sk), dim=2), torch.cat((pv, sv), dim=2)
-                    mask = torch.cat((torch.ones((m, past), dtype=torch.bool), mask), dim=1)
                 outs.append(
                     torch.nn.functional.scaled_dot_product_attention(
                         q[:, :, start:end], sk, sv, attn_mask=mask, scale=scaling, enable_gqa=True
@@ -347,7 +348,8 @@ class Int8Decoder:
                 h = rms_norm(rows, layer.mlp_norm, c.eps)
                 gate_up = layer.gate_up(quantize_tokens(h))
                 half = gate_up.shape[1] // 2
-                inner = torch.nn.functional.silu(gate_up[:, :half]).mul_(gate_up[:, half:])
+                inner = torch.nn.functional.silu(gate_up[:, :half])
+                inner.mul_(gate_up[:, half:])
                 rows += layer.down(quantize_tokens(inner))
         return x
 
