@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -68,7 +68,7 @@ class Labelled:
 
 @dataclass
 class TuneloopRun:
-    seconds: float  # wall time of the whole `tuneloop annotate` command
+    seconds: float  # wall time of the whole `tuneloop annotate` command (the faster of two)
     load_seconds: float  # wall time of the same command with --limit 2
     records: list[Labelled]
     labels: list[str]
@@ -83,6 +83,7 @@ class TuneloopRun:
     first_seconds: float = 0.0  # the first --limit 2 (converts the model file when it must)
     converted: bool = False  # whether that first command converted the file for the torch scorer
     llamacpp: TuneloopRun | None = None  # the same job with TUNELOOP_SCORER=llamacpp
+    tries: list[float] = field(default_factory=list)  # every timed run's seconds
 
 
 @dataclass
@@ -230,6 +231,8 @@ def few_shot_template(db_url: str, shots: int) -> str:
 
 def run_tuneloop(workdir: Path, model: str, n: int, shots: int = 0) -> TuneloopRun:
     workdir.mkdir(parents=True, exist_ok=True)
+    for old in workdir.glob("*.db"):  # a fresh database for each run, never an earlier one's
+        old.unlink()
     db = workdir / "annotate.db"
     db_url = f"sqlite:///{db}"
     print(f"importing {DATASET} into {db} ...", flush=True)
@@ -253,22 +256,30 @@ def run_tuneloop(workdir: Path, model: str, n: int, shots: int = 0) -> TuneloopR
     first = workdir / "first-probe.db"
     probe = workdir / "load-probe.db"
     other = workdir / "llamacpp.db"
-    for copy in (first, probe, other):
+    again = workdir / "again.db"
+    other_again = workdir / "llamacpp-again.db"
+    for copy in (first, probe, other, again, other_again):
         shutil.copyfile(db, copy)
     # two records: one record alone is scored by llama.cpp, so the batch scorer would not load
     print(f"tuneloop annotate --limit {PROBE}, first use (converts the model file if needed) ...")
     first_seconds = timed(annotate_cmd(f"sqlite:///{first}", model, PROBE, prompt))
     print(f"tuneloop annotate --limit {PROBE} (start-up and model load) ...", flush=True)
     load_seconds = timed(annotate_cmd(f"sqlite:///{probe}", model, PROBE, prompt))
-    print(f"tuneloop annotate --limit {n} ...", flush=True)
-    seconds = timed(annotate_cmd(db_url, model, n, prompt))
-    run = read_run(db_url, seconds, load_seconds)
+    # each job twice, on copies of the same database, the faster counting: a shared machine's
+    # speed drifts by tens of percent over minutes (the naive loop gets the same treatment)
+    print(f"tuneloop annotate --limit {n} (twice) ...", flush=True)
+    tries = [timed(annotate_cmd(f"sqlite:///{d}", model, n, prompt)) for d in (db, again)]
+    run = read_run(db_url, min(tries), load_seconds)
     run.template, run.first_seconds, run.converted = template, first_seconds, converted
-    print(f"tuneloop annotate --limit {n} with TUNELOOP_SCORER=llamacpp ...", flush=True)
+    run.tries = tries
+    print(f"tuneloop annotate --limit {n} with TUNELOOP_SCORER=llamacpp (twice) ...", flush=True)
     other_url = f"sqlite:///{other}"
-    run.llamacpp = read_run(
-        other_url, timed(annotate_cmd(other_url, model, n, prompt), "llamacpp"), 0.0
-    )
+    lc_tries = [
+        timed(annotate_cmd(f"sqlite:///{d}", model, n, prompt), "llamacpp")
+        for d in (other, other_again)
+    ]
+    run.llamacpp = read_run(other_url, min(lc_tries), 0.0)
+    run.llamacpp.tries = lc_tries
     for done in (run, run.llamacpp):
         if len(done.records) != n:
             raise SystemExit(f"expected {n} labels from the run, found {len(done.records)}")
@@ -380,6 +391,7 @@ class NaiveRun:
     labels: list[str | None]
     tokens: int
     same_tokens: int  # prompts tokenized exactly as tuneloop's provider does
+    tries: list[float]  # seconds of each timed pass over the records
 
 
 def match_label(text: str, labels: Sequence[str]) -> str | None:
@@ -442,17 +454,19 @@ def naive_loop(model: str, run: TuneloopRun, prompts: list[list[int]], n: int) -
             return match_label(answer, run.labels), prompt
 
         label_one(run.records[0].fields)  # warm-up, not timed
-        labels: list[str | None] = []
-        tokens = same = 0
-        start = time.perf_counter()
-        for record, expected in zip(run.records[:n], prompts[:n], strict=True):
-            label, prompt = label_one(record.fields)
-            labels.append(label)
-            tokens += len(prompt)
-            same += prompt == expected
-        seconds = time.perf_counter() - start
+        tries = []
+        for _ in range(2):  # twice, the faster counting, as for tuneloop
+            labels: list[str | None] = []
+            tokens = same = 0
+            start = time.perf_counter()
+            for record, expected in zip(run.records[:n], prompts[:n], strict=True):
+                label, prompt = label_one(record.fields)
+                labels.append(label)
+                tokens += len(prompt)
+                same += prompt == expected
+            tries.append(time.perf_counter() - start)
         used = str(dtype).removeprefix("torch.")
-        results.append(NaiveRun(seconds, load_seconds, used, labels, tokens, same))
+        results.append(NaiveRun(min(tries), load_seconds, used, labels, tokens, same, tries))
     if not results:
         raise SystemExit("transformers could not run the model")
     return sorted(results, key=lambda r: r.seconds)
@@ -477,6 +491,10 @@ def machine(load: tuple[float, float, float]) -> str:
         f"Python {platform.python_version()}, {packages}; {platform.system()} "
         f"{platform.release()}; load average before the run {load[0]:.2f}"
     )
+
+
+def seconds_list(tries: Sequence[float]) -> str:
+    return " and ".join(f"{t:.1f} s" for t in tries)
 
 
 def table(methods: list[Method]) -> str:
@@ -615,6 +633,10 @@ def report(run: TuneloopRun, naives: list[NaiveRun], raw: RawRun) -> str:
         f"{naive_n} records).",
         f"- target 2, tuneloop >= {TARGET_TOKENS_SHARE:.0%} of llama.cpp's raw prompt rate in "
         f"tokens/s: **{met_b}** ({share:.0%}){reuse}.",
+        f"- each tuneloop job and each naive pass ran twice and the faster counts (a shared "
+        f"machine's speed drifts over minutes): tuneloop {seconds_list(run.tries)}, with "
+        f"the llama.cpp scorer {seconds_list(lc.tries)}, naive loop "
+        f"{'; '.join(f'{n.dtype} {seconds_list(n.tries)}' for n in naives)}.",
         f"- tuneloop seconds are the wall time of the whole command, start-up and model load "
         f"included. `--limit {PROBE}` takes {fixed:.1f} s (start-up, migrations, model load, "
         f"{PROBE} records), so the labelling itself runs at about {per_record:.3f} s per record "

@@ -404,8 +404,9 @@ class LlamaCppProvider:
             self.prompt_text([{"role": "user", "content": torch_scorer.CALIBRATION}])
         )
         decoder = torch_scorer.load_model(self.path, cache, calibration)
+        # 1024 tokens: a batch of 16 records of about 30-60 tokens each stays one pass
         return torch_scorer.TorchScorer(
-            decoder, self.llm.n_ctx(), self.batch_records, self.batch_tokens or 512
+            decoder, self.llm.n_ctx(), self.batch_records, self.batch_tokens or 1024
         )
 
     def _make_batcher(self) -> Any:
