@@ -200,7 +200,7 @@ def test_torch_scorer_on_the_packaged_model(
         scores = short.score_choices_batch(items[:2])
         assert scores is not None and scores[0] is not None
         assert scores[0].data["scorer"] == "llama.cpp"
-        assert "needs about 0.3 GB of memory and 0.0 GB is available" in capfd.readouterr().err
+        assert "needs about 0.4 GB of memory and 0.0 GB is available" in capfd.readouterr().err
         short.close()
 
 

@@ -307,5 +307,5 @@ def test_memory_estimates(tmp_path: Path) -> None:
     assert free is None or free > 0
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"x" * 1000)
-    assert ts.memory_needed(gguf, converted=True) == 3500
-    assert ts.memory_needed(gguf, converted=False) == 7000
+    assert ts.memory_needed(gguf, converted=True) == 4500
+    assert ts.memory_needed(gguf, converted=False) == 12000

@@ -17,7 +17,7 @@ one batch to the next, so a run pays for its instruction once.
 
 On an x86 CPU with 8-bit dot-product instructions (VNNI), for the architectures it runs
 (Llama, Qwen2), batches go to ``torch_scorer.TorchScorer`` instead: the same file's weights in
-8 bits, 2.2-2.7x faster than llama.cpp's batched scoring of the 4-bit file in the benchmark
+8 bits, 2.7-3.4x faster than llama.cpp's batched scoring of the 4-bit file in the benchmark
 (``bench/annotate.py``). ``scorer`` chooses: ``auto`` (that, else llama.cpp), ``torch`` (the
 torch scorer wherever PyTorch multiplies int8 matrices, an error elsewhere) or ``llamacpp``;
 ``TUNELOOP_SCORER`` sets it for every command.
