@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from tests.tiny import tiny_model  # noqa: E402
 from tuneloop.llm.providers import torch_scorer as ts  # noqa: E402
 from tuneloop.llm.types import ProviderError  # noqa: E402
 
@@ -253,17 +254,7 @@ def test_architectures_the_decoder_does_not_run_are_refused() -> None:
     model.config.use_sliding_window = True
     with pytest.raises(ValueError, match="sliding-window"):
         ts.decoder_config(model)
-    gemma = transformers.AutoModelForCausalLM.from_config(
-        transformers.Gemma3TextConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=16,
-        )
-    )
+    gemma = tiny_model("gemma3_text", VOCAB)
     with pytest.raises(ValueError, match="no int8 decoder for Gemma3TextConfig"):
         ts.decoder_config(gemma)
 

@@ -27,9 +27,9 @@ How a batch is evaluated:
   their own positions: one matrix product per layer for the whole batch, no padding.
   Attention attends each record's tokens to the prefix and causally to its own tokens only,
   so it does not grow with the batch.
-- The linear layers and the element-wise work around them run on slices of ``CHUNK`` tokens:
-  the intermediate activations of a slice stay in the CPU's cache, which made the MLP about
-  1.6x faster than whole-batch tensors (on a 2-core Xeon).
+- The linear layers and the element-wise work around them run on slices of ``CHUNK`` tokens,
+  so the intermediate activations of a slice can stay in the CPU's cache and a large batch
+  does not hold whole-batch MLP activations at once.
 - The output head runs only at each record's last token, in 8 bits over the whole vocabulary
   for the softmax's normaliser, and with float32 activations for the tokens the caller asks
   about (the labels' first tokens): their logits are not hurt by quantizing the activations.
@@ -621,7 +621,8 @@ class TorchScorer:
         self, shared: int, prompts: Sequence[Sequence[int]], exact: Sequence[int] = ()
     ) -> list[np.ndarray]:
         """The next-token log-probabilities after each prompt; the first ``shared`` tokens are
-        the same in every prompt. Those of the ``exact`` tokens come from the float32 head."""
+        the same in every prompt. Those of the ``exact`` tokens come from float32 activations
+        (see ``Int8Decoder.log_probs``)."""
         if any(len(prompt) <= shared for prompt in prompts):
             raise ValueError("every prompt needs a token after the shared prefix")
         with torch.inference_mode():
