@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from tests.tiny import tiny_model  # noqa: E402
+from tuneloop.llm.providers import scorer_kernels as sk  # noqa: E402
 from tuneloop.llm.providers import torch_scorer as ts  # noqa: E402
 from tuneloop.llm.types import ProviderError  # noqa: E402
 
@@ -300,3 +301,82 @@ def test_memory_estimates(tmp_path: Path) -> None:
     gguf.write_bytes(b"x" * 1000)
     assert ts.memory_needed(gguf, converted=True) == 4500
     assert ts.memory_needed(gguf, converted=False) == 12000
+
+
+# -- the fused MLP kernel (scorer_kernels) ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlp_kernel(tmp_path_factory: pytest.TempPathFactory) -> sk.Kernels:
+    """The fused kernel compiled for the tiny models' intermediate size (128)."""
+    folder = tmp_path_factory.mktemp("kernels")
+    kernels = sk.load(folder, 128)
+    assert kernels is not None, (sk.kernels_folder(folder, 128) / sk.FAILED).read_text()
+    return kernels
+
+
+def eager_middle(product: torch.Tensor, scale: torch.Tensor, ws: torch.Tensor) -> Any:
+    g = product.float() * scale * ws
+    inner = torch.nn.functional.silu(g[:, :128]) * g[:, 128:]
+    return ts.quantize_tokens(inner, split=False), inner.abs().amax(dim=0)
+
+
+def test_the_fused_mlp_kernel_computes_what_the_eager_code_computes(
+    mlp_kernel: sk.Kernels,
+) -> None:
+    torch.manual_seed(3)
+    for tokens in (2, 7, 300):  # one library for every number of tokens
+        product = torch.randint(-20000, 20000, (tokens, 256), dtype=torch.int32)
+        scale, ws = torch.rand(tokens, 1) * 1e-3, torch.rand(256) * 1e-2
+        q, s, size = mlp_kernel.mlp_middle(product, scale, ws)
+        want, want_size = eager_middle(product, scale, ws)
+        assert q.dtype == torch.int8 and q.shape == (tokens, 128)
+        torch.testing.assert_close(s, want.scale)
+        torch.testing.assert_close(size, want_size)
+        # SiLU's exp may differ in the last bit: a value on a rounding boundary moves one step
+        diff = (q.int() - want.q.int()).abs()
+        assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama"])
+def test_the_decoder_scores_the_same_with_the_fused_kernel(
+    kind: str, mlp_kernel: sk.Kernels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, decoder = converted(kind)
+    calls = []
+    fused = mlp_kernel.mlp_middle
+
+    def counted(*args: torch.Tensor) -> Any:
+        calls.append(args[0].shape[0])
+        return fused(*args)
+
+    monkeypatch.setattr(mlp_kernel, "mlp_middle", counted)
+    for outlier in (1e9, ts.OUTLIER):  # no outlier channel: always the kernel; else mixed
+        monkeypatch.setattr(ts, "OUTLIER", outlier)
+        decoder.kernels = None
+        want = ts.TorchScorer(decoder, 256, 8, 64).score(len(PREFIX), PROMPTS, [3, 9])
+        decoder.kernels = mlp_kernel
+        got = ts.TorchScorer(decoder, 256, 8, 64).score(len(PREFIX), PROMPTS, [3, 9])
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, atol=0.02)
+            assert np.corrcoef(g, w)[0, 1] > 0.999
+    assert calls  # the kernel ran (the one-token prompt's slices ran the eager code)
+
+
+def test_kernels_that_cannot_be_built_leave_the_eager_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tries = []
+
+    def broken(folder: Path, inner: int) -> Path:
+        tries.append(inner)
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(sk, "build", broken)
+    assert sk.load(tmp_path, 64) is None
+    failed = sk.kernels_folder(tmp_path, 64) / sk.FAILED
+    assert "no C++ compiler" in failed.read_text()
+    assert sk.load(tmp_path, 64) is None and tries == [64]  # written down, not tried again
+    monkeypatch.setenv("TUNELOOP_SCORER_KERNELS", "0")
+    assert sk.load(tmp_path, 32) is None and tries == [64]  # turned off: nothing is built
+    assert sk.kernels_folder(tmp_path, 64) != sk.kernels_folder(tmp_path, 32)

@@ -42,7 +42,6 @@ margin between them is not tiny.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -56,6 +55,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tuneloop.llm.providers import scorer_kernels
+from tuneloop.llm.providers.scorer_kernels import MIN_TOKENS, Kernels
 from tuneloop.llm.types import ProviderError
 
 # GGUF architectures (``general.architecture``) this scorer runs: plain causal attention, no
@@ -194,7 +195,11 @@ class Linear8:
         return torch.stack(found)
 
     def __call__(self, a: Quantized) -> torch.Tensor:
-        y = torch._int_mm(a.q, self.wt).float().mul_(a.scale).mul_(self.ws)
+        return self.finish(torch._int_mm(a.q, self.wt), a)
+
+    def finish(self, product: torch.Tensor, a: Quantized) -> torch.Tensor:
+        """The float32 output from the int8 product (int32) of ``a`` with the weights."""
+        y = product.float().mul_(a.scale).mul_(self.ws)
         if a.outliers is not None:
             cols, values = a.outliers
             y.addmm_(values, self._rows(cols))
@@ -285,6 +290,8 @@ class Int8Decoder:
         self.head = Linear8(state["head.wq"], state["head.ws"], None)
         self.head_smooth = state["head.smooth"]
         self.layers = [_Layer(state, i) for i in range(config.layers)]
+        # the fused MLP kernel (``scorer_kernels``); None: the eager code below
+        self.kernels: Kernels | None = None
 
     def forward(
         self,
@@ -347,12 +354,29 @@ class Int8Decoder:
                 rows = x[s : s + CHUNK]
                 rows += layer.o(quantize_tokens(attended[s : s + CHUNK]))
                 h = rms_norm(rows, layer.mlp_norm, c.eps)
-                gate_up = layer.gate_up(quantize_tokens(h))
-                half = gate_up.shape[1] // 2
-                inner = torch.nn.functional.silu(gate_up[:, :half])
-                inner.mul_(gate_up[:, half:])
-                rows += layer.down(quantize_tokens(inner))
+                rows += layer.down(self._mlp_middle(layer, quantize_tokens(h)))
         return x
+
+    def _mlp_middle(self, layer: _Layer, a: Quantized) -> Quantized:
+        """SiLU(gate) * up of the MLP's normed input ``a``, quantized for the down product:
+        the fused kernel where it applies (no outlier channel in or out, no bias), else the
+        eager code, which is also what the kernel computes."""
+        product = torch._int_mm(a.q, layer.gate_up.wt)
+        fused = (
+            self.kernels is not None
+            and a.outliers is None
+            and layer.gate_up.bias is None
+            and product.shape[0] >= MIN_TOKENS
+        )
+        if fused:
+            assert self.kernels is not None
+            q, scale, size = self.kernels.mlp_middle(product, a.scale, layer.gate_up.ws)
+            if not bool((size > OUTLIER).any()):
+                return Quantized(q, scale, None)
+        gate_up = layer.gate_up.finish(product, a)
+        half = gate_up.shape[1] // 2
+        inner = torch.nn.functional.silu(gate_up[:, :half])
+        return quantize_tokens(inner.mul_(gate_up[:, half:]))
 
     def log_probs(self, hidden: torch.Tensor, exact: Sequence[int]) -> torch.Tensor:
         """Next-token log-probabilities (float64) from last hidden states: the 8-bit head over
@@ -576,11 +600,16 @@ def load_model(path: Path, cache: Path, calibration: Sequence[int]) -> Int8Decod
     """The int8 decoder of ``path``: from the cache, else converted once and cached."""
     folder = cache_folder(path, cache)
     if (folder / "model.safetensors").is_file():
-        return load_converted(folder)
-    config, state = convert_gguf(path, calibration)
-    with contextlib.suppress(OSError):  # a read-only cache still scores (converting each time)
-        save_converted(config, state, folder)
-    return Int8Decoder(config, state)
+        decoder = load_converted(folder)
+    else:
+        config, state = convert_gguf(path, calibration)
+        decoder = Int8Decoder(config, state)
+        try:
+            save_converted(config, state, folder)
+        except OSError:  # a read-only cache still scores (converting each time)
+            return decoder
+    decoder.kernels = scorer_kernels.load(folder, decoder.layers[0].down.wq.shape[1])
+    return decoder
 
 
 # -- scoring ------------------------------------------------------------------------------------
