@@ -30,6 +30,9 @@ How a batch is evaluated:
 - The linear layers and the element-wise work around them run on slices of ``CHUNK`` tokens,
   so the intermediate activations of a slice can stay in the CPU's cache and a large batch
   does not hold whole-batch MLP activations at once.
+- Between the MLP's two int8 products, dequantizing, SiLU, the product of the halves and
+  quantizing again run as one kernel compiled ahead of time (``scorer_kernels``) where it
+  could be built; the eager code here computes the same and runs otherwise.
 - The output head runs only at each record's last token, in 8 bits over the whole vocabulary
   for the softmax's normaliser, and with float32 activations for the tokens the caller asks
   about (the labels' first tokens): their logits are not hurt by quantizing the activations.
