@@ -358,9 +358,9 @@ def raw_eval(model: str, run: TuneloopRun) -> RawRun:
     # the best prompt rate llama.cpp reaches here: one full 512-token batch (the provider's
     # n_batch) with flash attention (as its batched scoring uses), the records' prompts end to
     # end, from an empty cache; best of three
-    from llama_cpp import Llama
+    from tuneloop.llm.providers.llamacpp_runtime import open_llama
 
-    fast = Llama(
+    fast = open_llama(
         model_path=str(provider.path),
         n_ctx=4096,
         n_threads=os.cpu_count() or 1,

@@ -226,7 +226,7 @@ def server(smol_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             [
                 sys.executable,
                 "-m",
-                "llama_cpp.server",
+                "tuneloop.llm.providers.llamacpp_runtime",  # llama_cpp.server, loadable here
                 "--model",
                 str(smol_path),
                 "--host",

@@ -597,8 +597,9 @@ def test_smollm2_trains_and_its_gguf_runs_in_llama_cpp(
     import numpy as np
     import torch
 
-    llama_cpp = pytest.importorskip("llama_cpp")
+    pytest.importorskip("llama_cpp")
     from tuneloop.llm.factory import open_model
+    from tuneloop.llm.providers.llamacpp_runtime import open_llama
 
     _import(cli, tmp_path, 24)
     code, out, err = cli(
@@ -619,9 +620,7 @@ def test_smollm2_trains_and_its_gguf_runs_in_llama_cpp(
     with torch.no_grad():
         logits = provider.lm(torch.tensor([ids])).logits[0, -1].float()
     expected = torch.log_softmax(logits, -1).numpy()
-    llm = llama_cpp.Llama(
-        model_path=str(gguf), n_ctx=256, logits_all=True, verbose=False, n_threads=1
-    )
+    llm = open_llama(model_path=str(gguf), n_ctx=256, logits_all=True, verbose=False, n_threads=1)
     try:
         llm.eval(ids)
         raw = np.array(llm.scores[len(ids) - 1], dtype=np.float64)

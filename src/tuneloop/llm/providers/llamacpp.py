@@ -200,7 +200,7 @@ class LlamaCppProvider:
         scorer: str = "auto",
         scorer_cache: Path | None = None,
     ) -> None:
-        from llama_cpp import Llama
+        from tuneloop.llm.providers.llamacpp_runtime import open_llama
 
         if scorer not in SCORERS:
             raise ProviderError(f"unknown scorer {scorer!r}: choose one of {', '.join(SCORERS)}")
@@ -211,7 +211,7 @@ class LlamaCppProvider:
         self.scorer = scorer
         self.scorer_cache = scorer_cache
         self._batcher: Any = None  # _BatchScorer or torch_scorer.TorchScorer, made on first use
-        self.llm = Llama(
+        self.llm = open_llama(
             model_path=str(self.path),
             n_ctx=n_ctx or min(context_length, 4096),
             n_threads=n_threads or os.cpu_count() or 1,
