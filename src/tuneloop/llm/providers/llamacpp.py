@@ -286,7 +286,7 @@ class LlamaCppProvider:
 
     def chat(self, messages: Sequence[Message], params: GenParams) -> Completion:
         text = self.prompt_text(messages)
-        self.llm.reset()  # type: ignore[no-untyped-call]  # generation keeps its own prefix cache; start it from a clean state
+        self.llm.reset()  # generation keeps its own prefix cache; start it from a clean state
         out: Any = self.llm.create_completion(
             prompt=text,
             max_tokens=params.max_tokens,

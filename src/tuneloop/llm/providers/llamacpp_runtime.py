@@ -98,8 +98,9 @@ def open_llama(**kwargs: Any) -> Any:
 
 def main() -> None:
     """llama-cpp-python's server, its models loaded as ``open_llama`` loads them."""
-    from llama_cpp.server.__main__ import main as serve
+    from llama_cpp.server import __main__ as server
 
+    serve: Callable[[], None] = server.main
     if extra_buffers():
         serve()
     else:  # the server loads its models itself, in this process, inside the block
